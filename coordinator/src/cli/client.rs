@@ -1,0 +1,90 @@
+//! A small typed client of the job API, for the CLI and the demo.
+
+use anyhow::Context;
+use reqwest::StatusCode;
+use sparecycles_protocol::{ErrorBody, JobSpec, JobView};
+use uuid::Uuid;
+
+/// Talks to one coordinator as admin.
+#[derive(Debug, Clone)]
+pub struct ApiClient {
+    base: String,
+    token: String,
+    http: reqwest::Client,
+}
+
+/// An assembled result as downloaded.
+#[derive(Debug)]
+pub struct Download {
+    pub content_type: String,
+    pub body: Vec<u8>,
+}
+
+async fn fail(resp: reqwest::Response) -> anyhow::Error {
+    let status = resp.status();
+    match resp.json::<ErrorBody>().await {
+        Ok(body) => anyhow::anyhow!("{}", body.detail).context(format!("coordinator answered {status}")),
+        Err(_) => anyhow::anyhow!("coordinator answered {status}"),
+    }
+}
+
+impl ApiClient {
+    pub fn new(base: &str, token: &str) -> anyhow::Result<Self> {
+        Ok(ApiClient {
+            base: base.trim_end_matches('/').to_owned(),
+            token: token.to_owned(),
+            http: reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(60))
+                .build()?,
+        })
+    }
+
+    pub async fn submit(&self, spec: &JobSpec) -> anyhow::Result<JobView> {
+        let resp = self
+            .http
+            .post(format!("{}/api/v1/jobs", self.base))
+            .bearer_auth(&self.token)
+            .json(spec)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the coordinator at {}", self.base))?;
+        if resp.status() != StatusCode::CREATED {
+            return Err(fail(resp).await.context("the job was refused"));
+        }
+        Ok(resp.json().await?)
+    }
+
+    pub async fn job(&self, id: Uuid) -> anyhow::Result<JobView> {
+        let resp = self
+            .http
+            .get(format!("{}/api/v1/jobs/{id}", self.base))
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the coordinator at {}", self.base))?;
+        if !resp.status().is_success() {
+            return Err(fail(resp).await);
+        }
+        Ok(resp.json().await?)
+    }
+
+    pub async fn result(&self, id: Uuid) -> anyhow::Result<Download> {
+        let resp = self
+            .http
+            .get(format!("{}/api/v1/jobs/{id}/result", self.base))
+            .send()
+            .await?;
+        if !resp.status().is_success() {
+            return Err(fail(resp).await);
+        }
+        let content_type = resp
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("application/octet-stream")
+            .to_owned();
+        Ok(Download {
+            content_type,
+            body: resp.bytes().await?.to_vec(),
+        })
+    }
+}

@@ -1,0 +1,124 @@
+//! The `coordinator` command line: `serve`, `submit`, `demo`.
+
+mod client;
+mod demo;
+mod serve;
+mod submit;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+pub use client::ApiClient;
+
+/// Default address of a coordinator.
+pub const DEFAULT_URL: &str = "http://127.0.0.1:8080";
+
+#[derive(Debug, Parser)]
+#[command(name = "coordinator", version, about = "SpareCycles coordinator: turns idle PCs into one computer")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the coordinator: HTTP API, dashboard and scheduler, on embedded SQLite.
+    Serve(serve::ServeArgs),
+    /// Submit a job spec (TOML or JSON) to a running coordinator.
+    Submit(submit::SubmitArgs),
+    /// Start a coordinator and two local workers, run the example jobs, keep serving.
+    Demo(demo::DemoArgs),
+}
+
+/// Where the CLI finds a coordinator and its admin token.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Connection {
+    /// Base URL of the coordinator.
+    #[arg(long, env = "SPARECYCLES_URL", default_value = DEFAULT_URL)]
+    pub coordinator: String,
+    /// Admin token (default: read from DATA_DIR/admin.token).
+    #[arg(long, env = "SPARECYCLES_ADMIN_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Data dir of a local coordinator, to find its admin.token.
+    #[arg(long, default_value = "sparecycles-data")]
+    pub data_dir: PathBuf,
+}
+
+impl Connection {
+    pub fn token(&self) -> anyhow::Result<String> {
+        if let Some(t) = &self.token {
+            return Ok(t.clone());
+        }
+        let path = self.data_dir.join("admin.token");
+        std::fs::read_to_string(&path)
+            .map(|t| t.trim().to_owned())
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "no admin token: pass --token, set SPARECYCLES_ADMIN_TOKEN, or run next to the \
+                     coordinator's data dir ({}: {e})",
+                    path.display()
+                )
+            })
+    }
+}
+
+/// Parses arguments, runs the command, and turns errors into a message and exit code 1.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Serve(args) => serve::run(args).await,
+            Command::Submit(args) => submit::run(args).await,
+            Command::Demo(args) => demo::run(args).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,tower_http=warn,sqlx=warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}

@@ -1,0 +1,70 @@
+//! `coordinator serve`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+
+use crate::auth::{Secret, generate_token};
+use crate::{Settings, open_state, serve};
+
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Where the database and the admin token live.
+    #[arg(long, default_value = "sparecycles-data")]
+    pub data_dir: PathBuf,
+    /// Admin token (default: DATA_DIR/admin.token, generated on first start).
+    #[arg(long, env = "SPARECYCLES_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+}
+
+/// The admin token: given, or kept in `dir/admin.token` (generated and printed once).
+pub fn admin_token(dir: &Path, given: Option<String>) -> anyhow::Result<Secret> {
+    if let Some(t) = given {
+        anyhow::ensure!(t.len() >= 16, "the admin token must be at least 16 characters");
+        return Ok(Secret::new(t));
+    }
+    let path = dir.join("admin.token");
+    if let Ok(t) = std::fs::read_to_string(&path) {
+        return Ok(Secret::new(t.trim()));
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let token = generate_token("sca_");
+    write_private(&path, &token).with_context(|| format!("writing {}", path.display()))?;
+    println!("Admin token (saved to {}): {token}", path.display());
+    Ok(Secret::new(token))
+}
+
+/// Writes a file only its owner can read.
+fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(path)?;
+    f.write_all(contents.as_bytes())?;
+    f.sync_all()
+}
+
+pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let token = admin_token(&args.data_dir, args.admin_token)?;
+    let (state, store) = open_state(&args.data_dir, token, Settings::default()).await?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    println!("SpareCycles coordinator listening on http://{addr} (dashboard: http://{addr}/)");
+    tracing::info!(%addr, data_dir = %args.data_dir.display(), "coordinator started");
+    serve(listener, state, super::shutdown_signal()).await?;
+    store.close().await;
+    tracing::info!("coordinator stopped");
+    Ok(ExitCode::SUCCESS)
+}

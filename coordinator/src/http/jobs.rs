@@ -1,0 +1,226 @@
+//! `/api/v1/jobs`: submit, list, inspect, fetch results, cancel, pause, resume.
+
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use sparecycles_protocol::{JobCounts, JobList, JobSpec, JobState, JobView, now_millis};
+use uuid::Uuid;
+
+use crate::auth::Admin;
+use crate::http::error::{ApiError, ApiJson, parse_id};
+use crate::state::AppState;
+use crate::store::{JobRow, NewJob};
+
+/// Largest accepted job spec body.
+const SPEC_BODY_LIMIT: usize = 256 * 1024;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/api/v1/jobs",
+            get(list).post(create).layer(DefaultBodyLimit::max(SPEC_BODY_LIMIT)),
+        )
+        .route("/api/v1/jobs/{id}", get(show))
+        .route("/api/v1/jobs/{id}/result", get(result))
+        .route("/api/v1/jobs/{id}/cancel", post(cancel))
+        .route("/api/v1/jobs/{id}/pause", post(pause))
+        .route("/api/v1/jobs/{id}/resume", post(resume))
+}
+
+/// Checks a spec completely (common fields and the app's parameters) without storing anything.
+pub fn check_spec(spec: &JobSpec) -> Result<(NewJob, std::sync::Arc<dyn sparecycles_apps::Plan>), ApiError> {
+    let (redundancy, timeout_secs, priority) =
+        spec.check_common().map_err(|e| ApiError::Unprocessable(e.0))?;
+    let app = sparecycles_apps::find(&spec.app).ok_or_else(|| {
+        ApiError::Unprocessable(format!(
+            "unknown app {:?}; this coordinator runs: {}",
+            spec.app,
+            sparecycles_apps::names().join(", ")
+        ))
+    })?;
+    let plan = app
+        .plan(&spec.params)
+        .map_err(|e| ApiError::Unprocessable(e.0))?;
+    let unit_count = plan.unit_count();
+    if unit_count == 0 || unit_count > sparecycles_apps::MAX_UNITS {
+        return Err(ApiError::Unprocessable(format!(
+            "the job splits into {unit_count} units; between 1 and {} are accepted",
+            sparecycles_apps::MAX_UNITS
+        )));
+    }
+    let job = NewJob {
+        id: Uuid::now_v7(),
+        name: spec.name.trim().to_owned(),
+        app: spec.app.clone(),
+        params: spec.params.clone(),
+        priority,
+        redundancy,
+        unit_timeout_ms: (timeout_secs * 1000) as i64,
+        unit_count,
+        initial_units: 0,
+    };
+    Ok((job, std::sync::Arc::from(plan)))
+}
+
+async fn create(
+    State(state): State<AppState>,
+    _admin: Admin,
+    ApiJson(spec): ApiJson<JobSpec>,
+) -> Result<(StatusCode, Json<JobView>), ApiError> {
+    let (mut job, _plan) = check_spec(&spec)?;
+    job.initial_units = state.settings().initial_units;
+    let row = state.store().create_job(job, now_millis()).await?;
+    tracing::info!(job = %row.id, name = %row.name, app = %row.app, units = row.unit_count, "job submitted");
+    Ok((StatusCode::CREATED, Json(view(&row, 0))))
+}
+
+#[derive(Debug, Deserialize)]
+struct ListQuery {
+    limit: Option<u32>,
+}
+
+async fn list(
+    State(state): State<AppState>,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<JobList>, ApiError> {
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let rows = state.store().jobs(limit).await?;
+    let mut jobs = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let in_progress = if row.state.is_final() {
+            0
+        } else {
+            state.store().units_in_progress(row.id).await?
+        };
+        jobs.push(view(row, in_progress));
+    }
+    Ok(Json(JobList { jobs }))
+}
+
+async fn load(state: &AppState, raw: &str) -> Result<JobRow, ApiError> {
+    let id = parse_id("job", raw)?;
+    state
+        .store()
+        .job(id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no job with id {id}")))
+}
+
+async fn show(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<JobView>, ApiError> {
+    let row = load(&state, &id).await?;
+    let in_progress = if row.state.is_final() {
+        0
+    } else {
+        state.store().units_in_progress(row.id).await?
+    };
+    Ok(Json(view(&row, in_progress)))
+}
+
+async fn result(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let row = load(&state, &id).await?;
+    if row.state != JobState::Completed {
+        let why = match &row.error {
+            Some(e) => format!("job is {}: {e}", row.state),
+            None => format!(
+                "job is {}: {} of {} units done; the result exists once it is completed",
+                row.state, row.units_done, row.unit_count
+            ),
+        };
+        return Err(ApiError::Conflict(why));
+    }
+    let (content_type, body) = state
+        .store()
+        .job_result(row.id)
+        .await?
+        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("completed job {} has no result", row.id)))?;
+    Ok(([(header::CONTENT_TYPE, content_type)], body).into_response())
+}
+
+async fn transition(
+    state: &AppState,
+    raw: &str,
+    from: &[JobState],
+    to: JobState,
+) -> Result<Json<JobView>, ApiError> {
+    let id = parse_id("job", raw)?;
+    let row = state
+        .store()
+        .set_job_state(id, from, to, now_millis())
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no job with id {id}")))?;
+    if row.state != to {
+        return Err(ApiError::Conflict(format!(
+            "job is {}; it can be {} only when {}",
+            row.state,
+            to,
+            from.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" or ")
+        )));
+    }
+    tracing::info!(job = %id, state = %to, "job state changed by admin");
+    Ok(Json(view(&row, 0)))
+}
+
+async fn cancel(
+    State(state): State<AppState>,
+    _admin: Admin,
+    Path(id): Path<String>,
+) -> Result<Json<JobView>, ApiError> {
+    transition(
+        &state,
+        &id,
+        &[JobState::Queued, JobState::Running, JobState::Paused],
+        JobState::Canceled,
+    )
+    .await
+}
+
+async fn pause(
+    State(state): State<AppState>,
+    _admin: Admin,
+    Path(id): Path<String>,
+) -> Result<Json<JobView>, ApiError> {
+    transition(&state, &id, &[JobState::Queued, JobState::Running], JobState::Paused).await
+}
+
+async fn resume(
+    State(state): State<AppState>,
+    _admin: Admin,
+    Path(id): Path<String>,
+) -> Result<Json<JobView>, ApiError> {
+    transition(&state, &id, &[JobState::Paused], JobState::Running).await
+}
+
+/// The API view of a stored job.
+pub fn view(row: &JobRow, in_progress: u64) -> JobView {
+    JobView {
+        id: row.id,
+        name: row.name.clone(),
+        app: row.app.clone(),
+        state: row.state,
+        params: row.params.clone(),
+        redundancy: row.redundancy,
+        unit_timeout_secs: (row.unit_timeout_ms / 1000) as u64,
+        priority: row.priority,
+        units: JobCounts {
+            total: row.unit_count,
+            done: row.units_done,
+            failed: row.units_failed,
+            in_progress,
+        },
+        tasks_created: row.tasks_created,
+        created_at: row.created_at,
+        updated_at: row.updated_at,
+        finished_at: row.finished_at,
+        error: row.error.clone(),
+        result_type: (row.state == JobState::Completed)
+            .then(|| sparecycles_apps::find(&row.app).map(|a| a.result_type().to_owned()))
+            .flatten(),
+    }
+}
+

@@ -1,0 +1,300 @@
+//! The worker protocol: enroll, lease, heartbeat, report (see README.md, "Worker protocol").
+
+use std::collections::HashSet;
+
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use sparecycles_protocol::work::{
+    MAX_APPS, MAX_ERROR_BYTES, MAX_LABEL_CHARS, MAX_LEASE_TASKS, MAX_REPORT_RESULTS,
+};
+use sparecycles_protocol::{
+    EnrollRequest, EnrollResponse, HeartbeatRequest, HeartbeatResponse, LeaseRequest,
+    LeaseResponse, RefusedResult, ReportRequest, ReportResponse, TaskAssignment, TaskResultKind,
+    WorkerView, now_millis,
+};
+use uuid::Uuid;
+
+use crate::auth::{Admin, WorkerAuth, generate_token, hash_token};
+use crate::http::error::{ApiError, ApiJson};
+use crate::state::AppState;
+use crate::store::{NewWorker, Outcome, WorkerRow};
+
+/// Largest accepted report body: many results, some of them image tiles.
+const REPORT_BODY_LIMIT: usize = 64 * 1024 * 1024;
+/// Largest accepted body for the other worker calls.
+const SMALL_BODY_LIMIT: usize = 256 * 1024;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/workers/enroll", post(enroll))
+        .route("/api/v1/workers", get(list_workers))
+        .route("/api/v1/work/lease", post(lease))
+        .route("/api/v1/work/heartbeat", post(heartbeat))
+        .layer(DefaultBodyLimit::max(SMALL_BODY_LIMIT))
+        .route(
+            "/api/v1/work/report",
+            post(report).layer(DefaultBodyLimit::max(REPORT_BODY_LIMIT)),
+        )
+}
+
+fn check_label(field: &str, value: &str, allow_empty: bool) -> Result<(), ApiError> {
+    let chars = value.chars().count();
+    if (!allow_empty && value.trim().is_empty()) || chars > MAX_LABEL_CHARS {
+        return Err(ApiError::Unprocessable(format!(
+            "{field} must be 1 to {MAX_LABEL_CHARS} characters"
+        )));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(ApiError::Unprocessable(format!(
+            "{field} must not contain control characters"
+        )));
+    }
+    Ok(())
+}
+
+async fn enroll(
+    State(state): State<AppState>,
+    ApiJson(req): ApiJson<EnrollRequest>,
+) -> Result<(StatusCode, Json<EnrollResponse>), ApiError> {
+    check_label("name", &req.name, false)?;
+    check_label("os", &req.os, false)?;
+    check_label("arch", &req.arch, false)?;
+    if let Some(owner) = &req.owner {
+        check_label("owner", owner, false)?;
+    }
+    if req.cores == 0 || req.cores > 4096 {
+        return Err(ApiError::Unprocessable(format!(
+            "cores must be between 1 and 4096, got {}",
+            req.cores
+        )));
+    }
+    if req.apps.is_empty() || req.apps.len() > MAX_APPS {
+        return Err(ApiError::Unprocessable(format!(
+            "apps must list 1 to {MAX_APPS} app names"
+        )));
+    }
+    for app in &req.apps {
+        check_label("apps[]", app, false)?;
+    }
+    let token = generate_token("scw_");
+    let worker_id = Uuid::now_v7();
+    state
+        .store()
+        .enroll(
+            NewWorker {
+                id: worker_id,
+                token_hash: hash_token(&token),
+                name: req.name.trim().to_owned(),
+                owner: req.owner.map(|o| o.trim().to_owned()),
+                os: req.os,
+                arch: req.arch,
+                cores: req.cores,
+                apps: req.apps,
+            },
+            now_millis(),
+        )
+        .await?;
+    tracing::info!(worker = %worker_id, name = %req.name, cores = req.cores, "worker enrolled");
+    Ok((StatusCode::CREATED, Json(EnrollResponse { worker_id, token })))
+}
+
+async fn list_workers(
+    State(state): State<AppState>,
+    _admin: Admin,
+) -> Result<Json<Vec<WorkerView>>, ApiError> {
+    let workers = state.store().workers().await?;
+    Ok(Json(workers.into_iter().map(worker_view).collect()))
+}
+
+/// The API view of a stored worker.
+pub fn worker_view(w: WorkerRow) -> WorkerView {
+    WorkerView {
+        worker_id: w.id,
+        name: w.name,
+        owner: w.owner,
+        os: w.os,
+        arch: w.arch,
+        cores: w.cores,
+        apps: w.apps,
+        created_at: w.created_at,
+        last_seen: w.last_seen,
+        in_flight: w.in_flight,
+        valid: w.valid,
+        invalid: w.invalid,
+        errors: w.errors,
+        timeouts: w.timeouts,
+        credit: w.credit,
+        banned: w.banned,
+    }
+}
+
+async fn lease(
+    State(state): State<AppState>,
+    WorkerAuth(worker): WorkerAuth,
+    ApiJson(req): ApiJson<LeaseRequest>,
+) -> Result<Json<LeaseResponse>, ApiError> {
+    if req.max_tasks > MAX_LEASE_TASKS {
+        return Err(ApiError::Unprocessable(format!(
+            "max_tasks must be at most {MAX_LEASE_TASKS}, got {}",
+            req.max_tasks
+        )));
+    }
+    // Only apps this coordinator knows and the worker declared.
+    let apps: Vec<String> = worker
+        .apps
+        .iter()
+        .filter(|a| sparecycles_apps::find(a).is_some())
+        .cloned()
+        .collect();
+    if req.max_tasks == 0 || apps.is_empty() {
+        return Ok(Json(LeaseResponse { tasks: Vec::new() }));
+    }
+    let leased = state
+        .store()
+        .lease(
+            worker.id,
+            &apps,
+            req.max_tasks,
+            now_millis(),
+            state.settings().batch_units,
+        )
+        .await?;
+    let mut tasks = Vec::with_capacity(leased.len());
+    for t in leased {
+        let info = state.job_info(t.job_id).await?;
+        tasks.push(TaskAssignment {
+            task_id: t.task_id,
+            job_id: t.job_id,
+            unit_id: t.unit_id,
+            unit_seq: t.unit_seq,
+            app: info.app.name().to_owned(),
+            params: info.params.clone(),
+            unit: info.plan.unit(t.unit_seq),
+            deadline: t.deadline,
+        });
+    }
+    Ok(Json(LeaseResponse { tasks }))
+}
+
+async fn heartbeat(
+    State(state): State<AppState>,
+    WorkerAuth(worker): WorkerAuth,
+    ApiJson(req): ApiJson<HeartbeatRequest>,
+) -> Result<Json<HeartbeatResponse>, ApiError> {
+    if req.tasks.len() > MAX_LEASE_TASKS as usize * 10 {
+        return Err(ApiError::Unprocessable(
+            "a heartbeat may name at most 10000 tasks".into(),
+        ));
+    }
+    let ids: Vec<Uuid> = req.tasks.iter().map(|t| t.task_id).collect();
+    let abort = state.store().heartbeat(worker.id, &ids, now_millis()).await?;
+    Ok(Json(HeartbeatResponse { abort }))
+}
+
+async fn report(
+    State(state): State<AppState>,
+    WorkerAuth(worker): WorkerAuth,
+    ApiJson(req): ApiJson<ReportRequest>,
+) -> Result<Json<ReportResponse>, ApiError> {
+    if req.results.len() > MAX_REPORT_RESULTS {
+        return Err(ApiError::Unprocessable(format!(
+            "a report may carry at most {MAX_REPORT_RESULTS} results, got {}",
+            req.results.len()
+        )));
+    }
+    let ids: Vec<Uuid> = req.results.iter().map(|r| r.task_id).collect();
+    let targets = state.store().report_targets(&ids).await?;
+    let mut refused = Vec::new();
+    let mut to_record = Vec::new();
+    let mut seen = HashSet::new();
+    for result in &req.results {
+        let refuse = |reason: String| RefusedResult {
+            task_id: result.task_id,
+            reason,
+        };
+        if !seen.insert(result.task_id) {
+            refused.push(refuse("the same task appears twice in this report".into()));
+            continue;
+        }
+        let Some(target) = targets.iter().find(|t| t.task_id == result.task_id) else {
+            refused.push(refuse("unknown task".into()));
+            continue;
+        };
+        if target.worker_id != Some(worker.id) {
+            refused.push(refuse("this task is not leased to this worker".into()));
+            continue;
+        }
+        match target.task_state.as_str() {
+            "leased" | "timed_out" => {}
+            "success" | "error" => {
+                refused.push(refuse("this task was already reported".into()));
+                continue;
+            }
+            other => {
+                refused.push(refuse(format!("this task is {other}")));
+                continue;
+            }
+        }
+        if target.job_state.is_final() {
+            refused.push(refuse(format!("the job is {}", target.job_state)));
+            continue;
+        }
+        if !target.unit_open {
+            refused.push(refuse("the unit is already decided".into()));
+            continue;
+        }
+        let outcome = match result.kind() {
+            None => {
+                refused.push(refuse(
+                    "a result must carry exactly one of \"output\" and \"error\"".into(),
+                ));
+                continue;
+            }
+            Some(TaskResultKind::Error(e)) => Outcome::Error(truncate(e, MAX_ERROR_BYTES)),
+            Some(TaskResultKind::Output(output)) => {
+                let info = state.job_info(target.job_id).await?;
+                let unit = info.plan.unit(target.unit_seq);
+                match info.app.check_output(&info.params, &unit, output) {
+                    Ok(()) => Outcome::Success(output.clone()),
+                    // A malformed output is the worker's error, not a refusal: it counts.
+                    Err(e) => Outcome::Error(truncate(&format!("invalid output: {e}"), MAX_ERROR_BYTES)),
+                }
+            }
+        };
+        to_record.push((result.task_id, outcome));
+    }
+    let wanted: Vec<Uuid> = to_record.iter().map(|(id, _)| *id).collect();
+    let recorded = state
+        .store()
+        .record_results(worker.id, to_record, now_millis())
+        .await?;
+    for id in wanted {
+        if !recorded.contains(&id) {
+            refused.push(RefusedResult {
+                task_id: id,
+                reason: "the task changed state while this report was processed".into(),
+            });
+        }
+    }
+    if !recorded.is_empty() {
+        state.wake_transitioner();
+    }
+    Ok(Json(ReportResponse {
+        accepted: recorded,
+        refused,
+    }))
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_owned();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+

@@ -1,0 +1,67 @@
+//! The SpareCycles coordinator: splits jobs into work units, leases them to workers over HTTP,
+//! validates results by quorum and assembles the answers.
+//!
+//! `serve` runs the API and the background transitioner on a listener the caller bound, until
+//! the caller's shutdown future resolves (tests bind `127.0.0.1:0`).
+
+pub mod auth;
+pub mod cli;
+pub mod http;
+pub mod scheduler;
+pub mod state;
+pub mod store;
+
+use std::future::Future;
+use std::path::Path;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+pub use state::{AppState, Settings};
+
+use crate::auth::Secret;
+use crate::store::SqliteStore;
+
+/// Opens the embedded SQLite store in `data_dir` and builds the shared state.
+pub async fn open_state(
+    data_dir: &Path,
+    admin_token: Secret,
+    settings: Settings,
+) -> anyhow::Result<(AppState, SqliteStore)> {
+    std::fs::create_dir_all(data_dir)?;
+    let store = SqliteStore::open(data_dir).await?;
+    let state = AppState::new(Arc::new(store.clone()), admin_token, settings);
+    Ok((state, store))
+}
+
+/// Serves the API on `listener` and runs the transitioner, until `shutdown` resolves; then
+/// drains in-flight requests and stops the background loop.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let transitioner = {
+        let state = state.clone();
+        let mut rx = stop_rx.clone();
+        tokio::spawn(async move {
+            scheduler::transition::run(state, async move {
+                let _ = rx.wait_for(|stop| *stop).await;
+            })
+            .await;
+        })
+    };
+    let app = http::router(state);
+    let mut rx = stop_rx;
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    });
+    let server = tokio::spawn(async move { server.await });
+    shutdown.await;
+    let _ = stop_tx.send(true);
+    server.await??;
+    transitioner.await?;
+    Ok(())
+}

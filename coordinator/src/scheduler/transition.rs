@@ -1,0 +1,69 @@
+//! The transitioner: times out tasks, decides units whose tasks changed, assembles finished
+//! jobs. Woken after reports and otherwise runs every `transition_interval`.
+
+use std::future::Future;
+
+use sparecycles_protocol::now_millis;
+
+use crate::scheduler::assemble::assemble_job;
+use crate::scheduler::validate::{Decision, decide};
+use crate::state::AppState;
+use crate::store::UnitVerdict;
+
+/// Units decided per store round trip.
+const UNITS_PER_PASS: u32 = 1000;
+
+/// Runs passes until `shutdown` resolves.
+pub async fn run(state: AppState, shutdown: impl Future<Output = ()>) {
+    tokio::pin!(shutdown);
+    let interval = state.settings().transition_interval;
+    loop {
+        if let Err(e) = pass(&state).await {
+            tracing::error!(error = format!("{e:#}"), "transitioner pass failed");
+        }
+        tokio::select! {
+            _ = &mut shutdown => return,
+            _ = state.transitioner_woken() => {}
+            _ = tokio::time::sleep(interval) => {}
+        }
+    }
+}
+
+/// One pass: expire, decide, assemble.
+pub async fn pass(state: &AppState) -> anyhow::Result<()> {
+    let store = state.store();
+    let expired = store.expire_tasks(now_millis()).await?;
+    if expired > 0 {
+        tracing::info!(expired, "tasks timed out; replacements will be created");
+    }
+    loop {
+        let units = store.dirty_units(UNITS_PER_PASS).await?;
+        if units.is_empty() {
+            break;
+        }
+        let mut verdicts = Vec::with_capacity(units.len());
+        for unit in units {
+            let info = state.job_info(unit.job_id).await?;
+            let decision = if unit.open {
+                decide(&info.redundancy, &unit.tasks, |a, b| {
+                    info.app.compare(&info.params, a, b)
+                })
+            } else {
+                // Decided units, or units of finished jobs: only clear the mark.
+                Decision::Pending { new_tasks: 0 }
+            };
+            verdicts.push(UnitVerdict {
+                unit_id: unit.unit_id,
+                job_id: unit.job_id,
+                seq: unit.seq,
+                credit: info.plan.unit_work(unit.seq),
+                decision,
+            });
+        }
+        store.apply_verdicts(verdicts, now_millis()).await?;
+    }
+    for job in store.jobs_to_assemble().await? {
+        assemble_job(state, &job).await?;
+    }
+    Ok(())
+}

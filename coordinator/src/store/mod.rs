@@ -1,0 +1,228 @@
+//! Persistence: the [`Store`] trait the scheduler and API use, and its SQLite implementation.
+//!
+//! SQL stays in this module. The trait speaks in domain operations (lease, report, decide), so
+//! each backend can use its best statement for each (SQLite's single writer, PostgreSQL's
+//! `FOR UPDATE SKIP LOCKED`).
+
+mod sqlite;
+
+use async_trait::async_trait;
+use serde_json::Value;
+use sparecycles_protocol::{JobState, Millis, Redundancy};
+use uuid::Uuid;
+
+use crate::scheduler::validate::{Decision, TaskSnapshot};
+
+pub use sqlite::SqliteStore;
+
+/// Errors of the storage layer.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("migration error: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// A job as stored.
+#[derive(Debug, Clone)]
+pub struct JobRow {
+    pub id: Uuid,
+    pub name: String,
+    pub app: String,
+    pub params: Value,
+    pub state: JobState,
+    pub priority: i32,
+    pub redundancy: Redundancy,
+    pub unit_timeout_ms: i64,
+    pub unit_count: u64,
+    pub units_created: u64,
+    pub units_done: u64,
+    pub units_failed: u64,
+    pub tasks_created: u64,
+    pub created_at: Millis,
+    pub updated_at: Millis,
+    pub finished_at: Option<Millis>,
+    pub error: Option<String>,
+}
+
+/// A job about to be created.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    pub id: Uuid,
+    pub name: String,
+    pub app: String,
+    pub params: Value,
+    pub priority: i32,
+    pub redundancy: Redundancy,
+    pub unit_timeout_ms: i64,
+    pub unit_count: u64,
+    /// Units to create at once (the rest follow lazily as they are leased).
+    pub initial_units: u64,
+}
+
+/// An enrolled worker, as stored.
+#[derive(Debug, Clone)]
+pub struct WorkerRow {
+    pub id: Uuid,
+    pub name: String,
+    pub owner: Option<String>,
+    pub os: String,
+    pub arch: String,
+    pub cores: u32,
+    pub apps: Vec<String>,
+    pub created_at: Millis,
+    pub last_seen: Millis,
+    pub in_flight: u64,
+    pub valid: u64,
+    pub invalid: u64,
+    pub errors: u64,
+    pub timeouts: u64,
+    pub credit: f64,
+    pub banned: bool,
+}
+
+/// A worker about to be enrolled.
+#[derive(Debug, Clone)]
+pub struct NewWorker {
+    pub id: Uuid,
+    pub token_hash: String,
+    pub name: String,
+    pub owner: Option<String>,
+    pub os: String,
+    pub arch: String,
+    pub cores: u32,
+    pub apps: Vec<String>,
+}
+
+/// A task just leased to a worker.
+#[derive(Debug, Clone)]
+pub struct LeasedTask {
+    pub task_id: Uuid,
+    pub job_id: Uuid,
+    pub unit_id: Uuid,
+    pub unit_seq: u64,
+    pub deadline: Millis,
+}
+
+/// What the report handler needs to judge one reported result.
+#[derive(Debug, Clone)]
+pub struct ReportTarget {
+    pub task_id: Uuid,
+    pub job_id: Uuid,
+    pub unit_seq: u64,
+    pub worker_id: Option<Uuid>,
+    pub task_state: String,
+    pub unit_open: bool,
+    pub job_state: JobState,
+}
+
+/// A checked result ready to be recorded.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    Success(Value),
+    Error(String),
+}
+
+/// A unit the transitioner must decide, with all its tasks.
+#[derive(Debug, Clone)]
+pub struct DirtyUnit {
+    pub unit_id: Uuid,
+    pub job_id: Uuid,
+    pub seq: u64,
+    pub open: bool,
+    pub tasks: Vec<TaskSnapshot>,
+}
+
+/// The transitioner's verdict on one unit, to be written back.
+#[derive(Debug, Clone)]
+pub struct UnitVerdict {
+    pub unit_id: Uuid,
+    pub job_id: Uuid,
+    pub seq: u64,
+    pub decision: Decision,
+    /// Credit each valid result earns (the app's declared work for the unit).
+    pub credit: f64,
+}
+
+/// Everything the coordinator persists.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Creates a job and its first units and tasks, all or nothing.
+    async fn create_job(&self, job: NewJob, now: Millis) -> StoreResult<JobRow>;
+    async fn job(&self, id: Uuid) -> StoreResult<Option<JobRow>>;
+    /// Newest first.
+    async fn jobs(&self, limit: u32) -> StoreResult<Vec<JobRow>>;
+    /// Units of a job with a task out on a worker.
+    async fn units_in_progress(&self, job_id: Uuid) -> StoreResult<u64>;
+    /// Moves a job to `to` if it is in one of `from`; returns the job after the attempt, or
+    /// `None` if it does not exist.
+    async fn set_job_state(
+        &self,
+        id: Uuid,
+        from: &[JobState],
+        to: JobState,
+        now: Millis,
+    ) -> StoreResult<Option<JobRow>>;
+
+    async fn enroll(&self, worker: NewWorker, now: Millis) -> StoreResult<()>;
+    async fn worker_by_token_hash(&self, hash: &str) -> StoreResult<Option<WorkerRow>>;
+    async fn workers(&self) -> StoreResult<Vec<WorkerRow>>;
+
+    /// Leases up to `max` unsent tasks of runnable jobs for `apps` to `worker`, highest priority
+    /// first and round-robin between jobs of equal priority, never two tasks of one unit to the
+    /// same worker; creates more units of a job when its unsent tasks run out. Atomic.
+    async fn lease(
+        &self,
+        worker: Uuid,
+        apps: &[String],
+        max: u32,
+        now: Millis,
+        batch_units: u64,
+    ) -> StoreResult<Vec<LeasedTask>>;
+    /// Of `tasks`, those the worker should stop computing.
+    async fn heartbeat(&self, worker: Uuid, tasks: &[Uuid], now: Millis) -> StoreResult<Vec<Uuid>>;
+    /// The tasks named in a report, with what is needed to accept or refuse each.
+    async fn report_targets(&self, tasks: &[Uuid]) -> StoreResult<Vec<ReportTarget>>;
+    /// Records results of tasks leased to `worker` (still leased or timed out, unit undecided)
+    /// and marks their units for the transitioner. Returns the ids actually recorded.
+    async fn record_results(
+        &self,
+        worker: Uuid,
+        results: Vec<(Uuid, Outcome)>,
+        now: Millis,
+    ) -> StoreResult<Vec<Uuid>>;
+
+    /// Times out leased tasks past their deadline; returns how many.
+    async fn expire_tasks(&self, now: Millis) -> StoreResult<u64>;
+    /// Up to `limit` units marked for the transitioner, with their tasks.
+    async fn dirty_units(&self, limit: u32) -> StoreResult<Vec<DirtyUnit>>;
+    /// Writes verdicts: task validation, new tasks, unit and job counters, worker credit; fails
+    /// jobs whose unit failed. Atomic.
+    async fn apply_verdicts(&self, verdicts: Vec<UnitVerdict>, now: Millis) -> StoreResult<()>;
+    /// Jobs whose every unit has a canonical result but are not yet assembled.
+    async fn jobs_to_assemble(&self) -> StoreResult<Vec<JobRow>>;
+    /// Canonical outputs of units `from_seq..` (at most `limit`), in unit order.
+    async fn canonical_outputs(
+        &self,
+        job_id: Uuid,
+        from_seq: u64,
+        limit: u32,
+    ) -> StoreResult<Vec<(u64, Value)>>;
+    /// Stores the assembled result and completes the job (if still running).
+    async fn complete_job(
+        &self,
+        job_id: Uuid,
+        content_type: &str,
+        body: &[u8],
+        now: Millis,
+    ) -> StoreResult<()>;
+    /// Fails a job with a reason (for example when assembly fails).
+    async fn fail_job(&self, job_id: Uuid, reason: &str, now: Millis) -> StoreResult<()>;
+    /// The assembled result: media type and bytes.
+    async fn job_result(&self, job_id: Uuid) -> StoreResult<Option<(String, Vec<u8>)>>;
+}

@@ -1,0 +1,889 @@
+//! The SQLite store: one file in the data dir, WAL mode, one writer connection (SQLite allows
+//! one writer at a time; serialising writes in the pool avoids busy retries) and a few readers.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::Value;
+use sparecycles_protocol::{JobState, Millis, Redundancy};
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection, SqlStr};
+use uuid::Uuid;
+
+use super::{
+    DirtyUnit, JobRow, LeasedTask, NewJob, NewWorker, Outcome, ReportTarget, Store, StoreError,
+    StoreResult, UnitVerdict, WorkerRow,
+};
+use crate::scheduler::validate::{Decision, TaskSnapshot, TaskState};
+
+/// Rows per multi-row INSERT: SQLite allows 32,766 bound variables per statement.
+const INSERT_CHUNK: usize = 4000;
+
+const JOB_COLUMNS: &str = "id, name, app, params, state, priority, min_quorum, target_results, \
+    max_error_results, max_total_results, unit_timeout_ms, unit_count, units_created, units_done, \
+    units_failed, tasks_created, created_at, updated_at, finished_at, error";
+
+/// SQLite implementation of [`Store`].
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    writer: SqlitePool,
+    reader: SqlitePool,
+}
+
+fn migrator() -> Migrator {
+    Migrator::with_migrations(vec![Migration::new(
+        1,
+        Cow::Borrowed("init"),
+        MigrationType::Simple,
+        SqlStr::from_static(include_str!("../../migrations/sqlite/0001_init.sql")),
+        false,
+    )])
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) `dir/sparecycles.db` and runs the migrations.
+    pub async fn open(dir: &Path) -> StoreResult<Self> {
+        let path = dir.join("sparecycles.db");
+        let opts = SqliteConnectOptions::from_str("sqlite://")?
+            .filename(&path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // WAL + NORMAL survives a process crash; only an OS crash can lose the last commits.
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(false)
+            .pragma("cache_size", "-65536");
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .connect_with(opts.clone())
+            .await?;
+        migrator().run(&writer).await?;
+        let reader = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(opts.read_only(true))
+            .await?;
+        Ok(SqliteStore { writer, reader })
+    }
+
+    /// Closes both pools, checkpointing the WAL.
+    pub async fn close(&self) {
+        self.reader.close().await;
+        self.writer.close().await;
+    }
+}
+
+fn uuid_col(row: &SqliteRow, col: &str) -> StoreResult<Uuid> {
+    let s: String = row.try_get(col)?;
+    Uuid::parse_str(&s).map_err(|e| StoreError::Corrupt(format!("{col}: {e}")))
+}
+
+fn opt_uuid_col(row: &SqliteRow, col: &str) -> StoreResult<Option<Uuid>> {
+    let s: Option<String> = row.try_get(col)?;
+    s.map(|s| Uuid::parse_str(&s).map_err(|e| StoreError::Corrupt(format!("{col}: {e}"))))
+        .transpose()
+}
+
+fn json_col(row: &SqliteRow, col: &str) -> StoreResult<Value> {
+    let s: String = row.try_get(col)?;
+    serde_json::from_str(&s).map_err(|e| StoreError::Corrupt(format!("{col}: {e}")))
+}
+
+fn job_state(s: &str) -> StoreResult<JobState> {
+    JobState::parse(s).ok_or_else(|| StoreError::Corrupt(format!("job state {s}")))
+}
+
+fn job_from_row(row: &SqliteRow) -> StoreResult<JobRow> {
+    let state: String = row.try_get("state")?;
+    let u = |c: &str| -> StoreResult<u64> { Ok(row.try_get::<i64, _>(c)? as u64) };
+    let q = |c: &str| -> StoreResult<u32> { Ok(row.try_get::<i64, _>(c)? as u32) };
+    Ok(JobRow {
+        id: uuid_col(row, "id")?,
+        name: row.try_get("name")?,
+        app: row.try_get("app")?,
+        params: json_col(row, "params")?,
+        state: job_state(&state)?,
+        priority: row.try_get::<i64, _>("priority")? as i32,
+        redundancy: Redundancy {
+            min_quorum: q("min_quorum")?,
+            target_results: q("target_results")?,
+            max_error_results: q("max_error_results")?,
+            max_total_results: q("max_total_results")?,
+        },
+        unit_timeout_ms: row.try_get("unit_timeout_ms")?,
+        unit_count: u("unit_count")?,
+        units_created: u("units_created")?,
+        units_done: u("units_done")?,
+        units_failed: u("units_failed")?,
+        tasks_created: u("tasks_created")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+        finished_at: row.try_get("finished_at")?,
+        error: row.try_get("error")?,
+    })
+}
+
+fn worker_from_row(row: &SqliteRow) -> StoreResult<WorkerRow> {
+    let apps: String = row.try_get("apps")?;
+    let u = |c: &str| -> StoreResult<u64> { Ok(row.try_get::<i64, _>(c)? as u64) };
+    Ok(WorkerRow {
+        id: uuid_col(row, "id")?,
+        name: row.try_get("name")?,
+        owner: row.try_get("owner")?,
+        os: row.try_get("os")?,
+        arch: row.try_get("arch")?,
+        cores: row.try_get::<i64, _>("cores")? as u32,
+        apps: serde_json::from_str(&apps).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        created_at: row.try_get("created_at")?,
+        last_seen: row.try_get("last_seen")?,
+        in_flight: 0,
+        valid: u("valid")?,
+        invalid: u("invalid")?,
+        errors: u("errors")?,
+        timeouts: u("timeouts")?,
+        credit: row.try_get("credit")?,
+        banned: row.try_get::<i64, _>("banned")? != 0,
+    })
+}
+
+/// A JSON array of ids, for `IN (SELECT value FROM json_each(?))`: one statement, one bind,
+/// whatever the number of ids.
+fn id_list<'a>(ids: impl IntoIterator<Item = &'a Uuid>) -> String {
+    let v: Vec<String> = ids.into_iter().map(Uuid::to_string).collect();
+    serde_json::to_string(&v).unwrap_or_else(|_| "[]".into())
+}
+
+/// Creates the next `n` units of a job with `target` unsent tasks each.
+async fn materialize(
+    conn: &mut SqliteConnection,
+    job_id: Uuid,
+    from_seq: u64,
+    n: u64,
+    target: u32,
+    now: Millis,
+) -> StoreResult<()> {
+    if n == 0 {
+        return Ok(());
+    }
+    let job = job_id.to_string();
+    let units: Vec<(String, i64)> = (from_seq..from_seq + n)
+        .map(|seq| (Uuid::now_v7().to_string(), seq as i64))
+        .collect();
+    for chunk in units.chunks(INSERT_CHUNK) {
+        let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new("INSERT INTO units (id, job_id, seq, state) ");
+        qb.push_values(chunk, |mut b, (id, seq)| {
+            b.push_bind(id.clone())
+                .push_bind(job.clone())
+                .push_bind(*seq)
+                .push("'open'");
+        });
+        qb.build().execute(&mut *conn).await?;
+    }
+    insert_tasks(
+        conn,
+        &job,
+        units
+            .iter()
+            .flat_map(|(id, seq)| std::iter::repeat_n((id.as_str(), *seq), target as usize)),
+        now,
+    )
+    .await?;
+    sqlx::query(
+        "UPDATE jobs SET units_created = units_created + ?1, tasks_created = tasks_created + ?2, \
+         updated_at = ?3 WHERE id = ?4",
+    )
+    .bind(n as i64)
+    .bind((n * target as u64) as i64)
+    .bind(now)
+    .bind(&job)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+async fn insert_tasks<'a>(
+    conn: &mut SqliteConnection,
+    job: &str,
+    units: impl Iterator<Item = (&'a str, i64)>,
+    now: Millis,
+) -> StoreResult<()> {
+    let rows: Vec<(String, &str, i64)> = units
+        .map(|(unit, seq)| (Uuid::now_v7().to_string(), unit, seq))
+        .collect();
+    for chunk in rows.chunks(INSERT_CHUNK) {
+        let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
+            "INSERT INTO tasks (id, job_id, unit_id, unit_seq, state, created_at) ",
+        );
+        qb.push_values(chunk, |mut b, (id, unit, seq)| {
+            b.push_bind(id.clone())
+                .push_bind(job.to_owned())
+                .push_bind(unit.to_string())
+                .push_bind(*seq)
+                .push("'unsent'")
+                .push_bind(now);
+        });
+        qb.build().execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+/// Leases up to `max` unsent tasks of one job to `worker`, at most one per unit (the subquery
+/// sees the table as it was before this statement, so it must pick one replica per unit itself).
+async fn lease_from_job(
+    conn: &mut SqliteConnection,
+    job: &str,
+    worker: &str,
+    max: u32,
+    now: Millis,
+    deadline: Millis,
+) -> StoreResult<Vec<LeasedTask>> {
+    let rows = sqlx::query(
+        "UPDATE tasks SET state = 'leased', worker_id = ?1, leased_at = ?2, deadline = ?3 \
+         WHERE id IN (SELECT t.id FROM tasks t WHERE t.job_id = ?4 AND t.state = 'unsent' \
+           AND NOT EXISTS (SELECT 1 FROM tasks o WHERE o.unit_id = t.unit_id AND o.worker_id = ?1) \
+           AND t.id = (SELECT MIN(x.id) FROM tasks x WHERE x.unit_id = t.unit_id AND x.state = 'unsent') \
+           ORDER BY t.unit_seq LIMIT ?5) \
+         RETURNING id, job_id, unit_id, unit_seq, deadline",
+    )
+    .bind(worker)
+    .bind(now)
+    .bind(deadline)
+    .bind(job)
+    .bind(max as i64)
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(LeasedTask {
+                task_id: uuid_col(r, "id")?,
+                job_id: uuid_col(r, "job_id")?,
+                unit_id: uuid_col(r, "unit_id")?,
+                unit_seq: r.try_get::<i64, _>("unit_seq")? as u64,
+                deadline: r.try_get("deadline")?,
+            })
+        })
+        .collect()
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn create_job(&self, job: NewJob, now: Millis) -> StoreResult<JobRow> {
+        let mut tx = self.writer.begin().await?;
+        sqlx::query(
+            "INSERT INTO jobs (id, name, app, params, state, priority, min_quorum, target_results, \
+             max_error_results, max_total_results, unit_timeout_ms, unit_count, created_at, \
+             updated_at) VALUES (?1, ?2, ?3, ?4, 'queued', ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12)",
+        )
+        .bind(job.id.to_string())
+        .bind(&job.name)
+        .bind(&job.app)
+        .bind(job.params.to_string())
+        .bind(job.priority as i64)
+        .bind(job.redundancy.min_quorum as i64)
+        .bind(job.redundancy.target_results as i64)
+        .bind(job.redundancy.max_error_results as i64)
+        .bind(job.redundancy.max_total_results as i64)
+        .bind(job.unit_timeout_ms)
+        .bind(job.unit_count as i64)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        materialize(
+            &mut tx,
+            job.id,
+            0,
+            job.initial_units.min(job.unit_count),
+            job.redundancy.target_results,
+            now,
+        )
+        .await?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"
+        )))
+        .bind(job.id.to_string())
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        job_from_row(&row)
+    }
+
+    async fn job(&self, id: Uuid) -> StoreResult<Option<JobRow>> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"
+        )))
+        .bind(id.to_string())
+        .fetch_optional(&self.reader)
+        .await?;
+        row.as_ref().map(job_from_row).transpose()
+    }
+
+    async fn jobs(&self, limit: u32) -> StoreResult<Vec<JobRow>> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {JOB_COLUMNS} FROM jobs ORDER BY created_at DESC, id DESC LIMIT ?1"
+        )))
+        .bind(limit as i64)
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter().map(job_from_row).collect()
+    }
+
+    async fn units_in_progress(&self, job_id: Uuid) -> StoreResult<u64> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(DISTINCT unit_id) FROM tasks WHERE job_id = ?1 AND state = 'leased'",
+        )
+        .bind(job_id.to_string())
+        .fetch_one(&self.reader)
+        .await?;
+        Ok(n as u64)
+    }
+
+    async fn set_job_state(
+        &self,
+        id: Uuid,
+        from: &[JobState],
+        to: JobState,
+        now: Millis,
+    ) -> StoreResult<Option<JobRow>> {
+        let from_list: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
+        let from_json = serde_json::to_string(&from_list).unwrap_or_default();
+        let mut tx = self.writer.begin().await?;
+        let changed = sqlx::query(
+            "UPDATE jobs SET state = ?1, updated_at = ?2, \
+             finished_at = CASE WHEN ?1 IN ('completed', 'failed', 'canceled') THEN ?2 ELSE finished_at END \
+             WHERE id = ?3 AND state IN (SELECT value FROM json_each(?4))",
+        )
+        .bind(to.as_str())
+        .bind(now)
+        .bind(id.to_string())
+        .bind(&from_json)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if changed > 0 && to == JobState::Canceled {
+            sqlx::query("UPDATE tasks SET state = 'aborted' WHERE job_id = ?1 AND state = 'unsent'")
+                .bind(id.to_string())
+                .execute(&mut *tx)
+                .await?;
+        }
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"
+        )))
+        .bind(id.to_string())
+        .fetch_optional(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        row.as_ref().map(job_from_row).transpose()
+    }
+
+    async fn enroll(&self, w: NewWorker, now: Millis) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO workers (id, token_hash, name, owner, os, arch, cores, apps, created_at, \
+             last_seen) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9)",
+        )
+        .bind(w.id.to_string())
+        .bind(&w.token_hash)
+        .bind(&w.name)
+        .bind(&w.owner)
+        .bind(&w.os)
+        .bind(&w.arch)
+        .bind(w.cores as i64)
+        .bind(serde_json::to_string(&w.apps).unwrap_or_else(|_| "[]".into()))
+        .bind(now)
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    async fn worker_by_token_hash(&self, hash: &str) -> StoreResult<Option<WorkerRow>> {
+        let row = sqlx::query("SELECT * FROM workers WHERE token_hash = ?1")
+            .bind(hash)
+            .fetch_optional(&self.reader)
+            .await?;
+        row.as_ref().map(worker_from_row).transpose()
+    }
+
+    async fn workers(&self) -> StoreResult<Vec<WorkerRow>> {
+        let rows = sqlx::query("SELECT * FROM workers ORDER BY created_at")
+            .fetch_all(&self.reader)
+            .await?;
+        let mut workers: Vec<WorkerRow> = rows.iter().map(worker_from_row).collect::<Result<_, _>>()?;
+        let counts = sqlx::query(
+            "SELECT worker_id, COUNT(*) AS n FROM tasks WHERE state = 'leased' GROUP BY worker_id",
+        )
+        .fetch_all(&self.reader)
+        .await?;
+        let mut in_flight = HashMap::new();
+        for r in &counts {
+            if let Some(id) = opt_uuid_col(r, "worker_id")? {
+                in_flight.insert(id, r.try_get::<i64, _>("n")? as u64);
+            }
+        }
+        for w in &mut workers {
+            w.in_flight = in_flight.get(&w.id).copied().unwrap_or(0);
+        }
+        Ok(workers)
+    }
+
+    async fn lease(
+        &self,
+        worker: Uuid,
+        apps: &[String],
+        max: u32,
+        now: Millis,
+        batch_units: u64,
+    ) -> StoreResult<Vec<LeasedTask>> {
+        let worker_s = worker.to_string();
+        let apps_json = serde_json::to_string(apps).unwrap_or_else(|_| "[]".into());
+        let mut tx = self.writer.begin().await?;
+        sqlx::query("UPDATE workers SET last_seen = ?1 WHERE id = ?2")
+            .bind(now)
+            .bind(&worker_s)
+            .execute(&mut *tx)
+            .await?;
+        let jobs = sqlx::query(
+            "SELECT id, unit_timeout_ms, unit_count, units_created, target_results FROM jobs \
+             WHERE state IN ('queued', 'running') AND app IN (SELECT value FROM json_each(?1)) \
+             ORDER BY priority DESC, last_lease_at ASC, created_at ASC LIMIT 64",
+        )
+        .bind(&apps_json)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut leased = Vec::new();
+        for job in &jobs {
+            let want = max.saturating_sub(leased.len() as u32);
+            if want == 0 {
+                break;
+            }
+            let id: String = job.try_get("id")?;
+            let deadline = now + job.try_get::<i64, _>("unit_timeout_ms")?;
+            let mut got = lease_from_job(&mut tx, &id, &worker_s, want, now, deadline).await?;
+            let unit_count = job.try_get::<i64, _>("unit_count")? as u64;
+            let created = job.try_get::<i64, _>("units_created")? as u64;
+            if (got.len() as u32) < want && created < unit_count {
+                // The frontier reached the end of the created units: create the next batch.
+                let n = batch_units.max(want as u64).min(unit_count - created);
+                let target = job.try_get::<i64, _>("target_results")? as u32;
+                materialize(&mut tx, uuid_col(job, "id")?, created, n, target, now).await?;
+                let more = want - got.len() as u32;
+                got.extend(lease_from_job(&mut tx, &id, &worker_s, more, now, deadline).await?);
+            }
+            if !got.is_empty() {
+                sqlx::query(
+                    "UPDATE jobs SET last_lease_at = ?1, updated_at = ?1, \
+                     state = CASE state WHEN 'queued' THEN 'running' ELSE state END WHERE id = ?2",
+                )
+                .bind(now)
+                .bind(&id)
+                .execute(&mut *tx)
+                .await?;
+            }
+            leased.extend(got);
+        }
+        tx.commit().await?;
+        Ok(leased)
+    }
+
+    async fn heartbeat(&self, worker: Uuid, tasks: &[Uuid], now: Millis) -> StoreResult<Vec<Uuid>> {
+        sqlx::query("UPDATE workers SET last_seen = ?1 WHERE id = ?2")
+            .bind(now)
+            .bind(worker.to_string())
+            .execute(&self.writer)
+            .await?;
+        if tasks.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows = sqlx::query(
+            "SELECT t.id FROM tasks t JOIN units u ON u.id = t.unit_id JOIN jobs j ON j.id = t.job_id \
+             WHERE t.id IN (SELECT value FROM json_each(?1)) AND t.worker_id = ?2 \
+               AND t.state IN ('leased', 'timed_out') AND u.state = 'open' \
+               AND j.state IN ('queued', 'running', 'paused')",
+        )
+        .bind(id_list(tasks))
+        .bind(worker.to_string())
+        .fetch_all(&self.reader)
+        .await?;
+        let keep: Vec<Uuid> = rows.iter().map(|r| uuid_col(r, "id")).collect::<Result<_, _>>()?;
+        Ok(tasks.iter().filter(|t| !keep.contains(t)).copied().collect())
+    }
+
+    async fn report_targets(&self, tasks: &[Uuid]) -> StoreResult<Vec<ReportTarget>> {
+        let rows = sqlx::query(
+            "SELECT t.id, t.job_id, t.unit_seq, t.worker_id, t.state, u.state AS unit_state, \
+             j.state AS job_state FROM tasks t JOIN units u ON u.id = t.unit_id \
+             JOIN jobs j ON j.id = t.job_id WHERE t.id IN (SELECT value FROM json_each(?1))",
+        )
+        .bind(id_list(tasks))
+        .fetch_all(&self.writer)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let unit_state: String = r.try_get("unit_state")?;
+                let js: String = r.try_get("job_state")?;
+                Ok(ReportTarget {
+                    task_id: uuid_col(r, "id")?,
+                    job_id: uuid_col(r, "job_id")?,
+                    unit_seq: r.try_get::<i64, _>("unit_seq")? as u64,
+                    worker_id: opt_uuid_col(r, "worker_id")?,
+                    task_state: r.try_get("state")?,
+                    unit_open: unit_state == "open",
+                    job_state: job_state(&js)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn record_results(
+        &self,
+        worker: Uuid,
+        results: Vec<(Uuid, Outcome)>,
+        now: Millis,
+    ) -> StoreResult<Vec<Uuid>> {
+        let worker_s = worker.to_string();
+        let mut tx = self.writer.begin().await?;
+        let mut recorded = Vec::with_capacity(results.len());
+        let mut errors = 0i64;
+        for (task, outcome) in results {
+            let (state, output, error) = match &outcome {
+                Outcome::Success(v) => ("success", Some(v.to_string()), None),
+                Outcome::Error(e) => ("error", None, Some(e.as_str())),
+            };
+            let unit: Option<String> = sqlx::query_scalar(
+                "UPDATE tasks SET state = ?1, output = ?2, error = ?3, reported_at = ?4 \
+                 WHERE id = ?5 AND worker_id = ?6 AND state IN ('leased', 'timed_out') \
+                 AND EXISTS (SELECT 1 FROM units u WHERE u.id = tasks.unit_id AND u.state = 'open') \
+                 RETURNING unit_id",
+            )
+            .bind(state)
+            .bind(output)
+            .bind(error)
+            .bind(now)
+            .bind(task.to_string())
+            .bind(&worker_s)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some(unit) = unit {
+                sqlx::query("UPDATE units SET dirty = 1 WHERE id = ?1")
+                    .bind(unit)
+                    .execute(&mut *tx)
+                    .await?;
+                if matches!(outcome, Outcome::Error(_)) {
+                    errors += 1;
+                }
+                recorded.push(task);
+            }
+        }
+        sqlx::query("UPDATE workers SET last_seen = ?1, errors = errors + ?2 WHERE id = ?3")
+            .bind(now)
+            .bind(errors)
+            .bind(&worker_s)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(recorded)
+    }
+
+    async fn expire_tasks(&self, now: Millis) -> StoreResult<u64> {
+        let mut tx = self.writer.begin().await?;
+        let rows = sqlx::query(
+            "UPDATE tasks SET state = 'timed_out' WHERE state = 'leased' AND deadline < ?1 \
+             RETURNING unit_id, worker_id",
+        )
+        .bind(now)
+        .fetch_all(&mut *tx)
+        .await?;
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let mut units = Vec::with_capacity(rows.len());
+        let mut per_worker: HashMap<String, i64> = HashMap::new();
+        for r in &rows {
+            units.push(uuid_col(r, "unit_id")?);
+            if let Some(w) = r.try_get::<Option<String>, _>("worker_id")? {
+                *per_worker.entry(w).or_default() += 1;
+            }
+        }
+        sqlx::query("UPDATE units SET dirty = 1 WHERE id IN (SELECT value FROM json_each(?1))")
+            .bind(id_list(&units))
+            .execute(&mut *tx)
+            .await?;
+        for (w, n) in per_worker {
+            sqlx::query("UPDATE workers SET timeouts = timeouts + ?1 WHERE id = ?2")
+                .bind(n)
+                .bind(w)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(rows.len() as u64)
+    }
+
+    async fn dirty_units(&self, limit: u32) -> StoreResult<Vec<DirtyUnit>> {
+        let units = sqlx::query(
+            "SELECT u.id, u.job_id, u.seq, u.state, j.state AS job_state FROM units u \
+             JOIN jobs j ON j.id = u.job_id WHERE u.dirty = 1 LIMIT ?1",
+        )
+        .bind(limit as i64)
+        .fetch_all(&self.writer)
+        .await?;
+        if units.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut out: Vec<DirtyUnit> = Vec::with_capacity(units.len());
+        let mut index = HashMap::new();
+        for r in &units {
+            let state: String = r.try_get("state")?;
+            let js: String = r.try_get("job_state")?;
+            let unit_id = uuid_col(r, "id")?;
+            index.insert(unit_id, out.len());
+            out.push(DirtyUnit {
+                unit_id,
+                job_id: uuid_col(r, "job_id")?,
+                seq: r.try_get::<i64, _>("seq")? as u64,
+                open: state == "open" && !job_state(&js)?.is_final(),
+                tasks: Vec::new(),
+            });
+        }
+        let tasks = sqlx::query(
+            "SELECT id, unit_id, worker_id, state, output, error FROM tasks \
+             WHERE unit_id IN (SELECT value FROM json_each(?1)) \
+             ORDER BY reported_at IS NULL, reported_at, id",
+        )
+        .bind(id_list(index.keys()))
+        .fetch_all(&self.writer)
+        .await?;
+        for r in &tasks {
+            let unit = uuid_col(r, "unit_id")?;
+            let state: String = r.try_get("state")?;
+            let output: Option<String> = r.try_get("output")?;
+            let snapshot = TaskSnapshot {
+                id: uuid_col(r, "id")?,
+                worker_id: opt_uuid_col(r, "worker_id")?,
+                state: TaskState::parse(&state)
+                    .ok_or_else(|| StoreError::Corrupt(format!("task state {state}")))?,
+                output: output
+                    .map(|o| serde_json::from_str(&o))
+                    .transpose()
+                    .map_err(|e| StoreError::Corrupt(format!("output: {e}")))?,
+                error: r.try_get("error")?,
+            };
+            if let Some(&i) = index.get(&unit) {
+                out[i].tasks.push(snapshot);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn apply_verdicts(&self, verdicts: Vec<UnitVerdict>, now: Millis) -> StoreResult<()> {
+        let mut tx = self.writer.begin().await?;
+        for v in verdicts {
+            let unit = v.unit_id.to_string();
+            let job = v.job_id.to_string();
+            match &v.decision {
+                Decision::Pending { new_tasks } => {
+                    sqlx::query("UPDATE units SET dirty = 0 WHERE id = ?1")
+                        .bind(&unit)
+                        .execute(&mut *tx)
+                        .await?;
+                    if *new_tasks > 0 {
+                        insert_tasks(
+                            &mut tx,
+                            &job,
+                            std::iter::repeat_n((unit.as_str(), v.seq as i64), *new_tasks as usize),
+                            now,
+                        )
+                        .await?;
+                        sqlx::query("UPDATE jobs SET tasks_created = tasks_created + ?1 WHERE id = ?2")
+                            .bind(*new_tasks as i64)
+                            .bind(&job)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                }
+                Decision::Valid {
+                    canonical,
+                    valid,
+                    invalid,
+                } => {
+                    let decided = sqlx::query(
+                        "UPDATE units SET state = 'done', canonical_task = ?1, dirty = 0 \
+                         WHERE id = ?2 AND state = 'open'",
+                    )
+                    .bind(canonical.to_string())
+                    .bind(&unit)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                    if decided == 0 {
+                        continue;
+                    }
+                    sqlx::query(
+                        "UPDATE jobs SET units_done = units_done + 1, updated_at = ?1 WHERE id = ?2",
+                    )
+                    .bind(now)
+                    .bind(&job)
+                    .execute(&mut *tx)
+                    .await?;
+                    sqlx::query(
+                        "UPDATE tasks SET state = 'aborted' WHERE unit_id = ?1 AND state = 'unsent'",
+                    )
+                    .bind(&unit)
+                    .execute(&mut *tx)
+                    .await?;
+                    for (ids, verdict) in [(valid, "valid"), (invalid, "invalid")] {
+                        if ids.is_empty() {
+                            continue;
+                        }
+                        let list = id_list(ids);
+                        sqlx::query(
+                            "UPDATE tasks SET validation = ?1 \
+                             WHERE id IN (SELECT value FROM json_each(?2))",
+                        )
+                        .bind(verdict)
+                        .bind(&list)
+                        .execute(&mut *tx)
+                        .await?;
+                        let credit = if verdict == "valid" { v.credit } else { 0.0 };
+                        let (dv, di) = if verdict == "valid" { (1, 0) } else { (0, 1) };
+                        sqlx::query(
+                            "UPDATE workers SET valid = valid + ?1, invalid = invalid + ?2, \
+                             credit = credit + ?3 WHERE id IN \
+                             (SELECT worker_id FROM tasks WHERE id IN (SELECT value FROM json_each(?4)))",
+                        )
+                        .bind(dv)
+                        .bind(di)
+                        .bind(credit)
+                        .bind(&list)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                }
+                Decision::Failed { reason } => {
+                    let failed = sqlx::query(
+                        "UPDATE units SET state = 'failed', dirty = 0 WHERE id = ?1 AND state = 'open'",
+                    )
+                    .bind(&unit)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                    if failed == 0 {
+                        continue;
+                    }
+                    let msg = format!("unit {} failed: {reason}", v.seq);
+                    sqlx::query(
+                        "UPDATE jobs SET units_failed = units_failed + 1, updated_at = ?1, \
+                         state = CASE WHEN state IN ('completed', 'failed', 'canceled') THEN state ELSE 'failed' END, \
+                         error = COALESCE(error, ?2), finished_at = COALESCE(finished_at, ?1) WHERE id = ?3",
+                    )
+                    .bind(now)
+                    .bind(&msg)
+                    .bind(&job)
+                    .execute(&mut *tx)
+                    .await?;
+                    sqlx::query("UPDATE tasks SET state = 'aborted' WHERE job_id = ?1 AND state = 'unsent'")
+                        .bind(&job)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn jobs_to_assemble(&self) -> StoreResult<Vec<JobRow>> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE state IN ('queued', 'running', 'paused') \
+             AND units_done = unit_count"
+        )))
+        .fetch_all(&self.writer)
+        .await?;
+        rows.iter().map(job_from_row).collect()
+    }
+
+    async fn canonical_outputs(
+        &self,
+        job_id: Uuid,
+        from_seq: u64,
+        limit: u32,
+    ) -> StoreResult<Vec<(u64, Value)>> {
+        let rows = sqlx::query(
+            "SELECT u.seq, t.output FROM units u JOIN tasks t ON t.id = u.canonical_task \
+             WHERE u.job_id = ?1 AND u.seq >= ?2 ORDER BY u.seq LIMIT ?3",
+        )
+        .bind(job_id.to_string())
+        .bind(from_seq as i64)
+        .bind(limit as i64)
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let seq = r.try_get::<i64, _>("seq")? as u64;
+                let out: Option<String> = r.try_get("output")?;
+                let out = out.ok_or_else(|| StoreError::Corrupt(format!("unit {seq}: no output")))?;
+                let v = serde_json::from_str(&out)
+                    .map_err(|e| StoreError::Corrupt(format!("unit {seq}: {e}")))?;
+                Ok((seq, v))
+            })
+            .collect()
+    }
+
+    async fn complete_job(
+        &self,
+        job_id: Uuid,
+        content_type: &str,
+        body: &[u8],
+        now: Millis,
+    ) -> StoreResult<()> {
+        let mut tx = self.writer.begin().await?;
+        sqlx::query(
+            "INSERT OR REPLACE INTO job_results (job_id, content_type, body, created_at) \
+             VALUES (?1, ?2, ?3, ?4)",
+        )
+        .bind(job_id.to_string())
+        .bind(content_type)
+        .bind(body)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "UPDATE jobs SET state = 'completed', finished_at = ?1, updated_at = ?1 \
+             WHERE id = ?2 AND state IN ('queued', 'running', 'paused')",
+        )
+        .bind(now)
+        .bind(job_id.to_string())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn fail_job(&self, job_id: Uuid, reason: &str, now: Millis) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE jobs SET state = 'failed', error = ?1, finished_at = ?2, updated_at = ?2 \
+             WHERE id = ?3 AND state IN ('queued', 'running', 'paused')",
+        )
+        .bind(reason)
+        .bind(now)
+        .bind(job_id.to_string())
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    async fn job_result(&self, job_id: Uuid) -> StoreResult<Option<(String, Vec<u8>)>> {
+        let row = sqlx::query("SELECT content_type, body FROM job_results WHERE job_id = ?1")
+            .bind(job_id.to_string())
+            .fetch_optional(&self.reader)
+            .await?;
+        row.map(|r| Ok((r.try_get("content_type")?, r.try_get("body")?)))
+            .transpose()
+    }
+}

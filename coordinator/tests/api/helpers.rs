@@ -1,0 +1,410 @@
+//! Test harness: starts the real `coordinator` and `worker` binaries on 127.0.0.1 with free
+//! ports and temporary data dirs, and a typed HTTP client for the API. Everything is stopped
+//! when the handles drop; logs of a failed test are printed.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use sparecycles_protocol::{EnrollRequest, EnrollResponse, ErrorBody, JobSpec, JobView};
+use uuid::Uuid;
+
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+
+fn coordinator_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_coordinator"))
+}
+
+/// The worker binary lives next to the coordinator's; build it if this test run did not.
+fn worker_bin() -> PathBuf {
+    let path = coordinator_bin().with_file_name(format!("worker{}", std::env::consts::EXE_SUFFIX));
+    static BUILD: std::sync::Once = std::sync::Once::new();
+    BUILD.call_once(|| {
+        if !path.exists() {
+            let status = Command::new(env!("CARGO"))
+                .args(["build", "-p", "sparecycles-worker", "--bin", "worker"])
+                .status()
+                .expect("cargo build of the worker");
+            assert!(status.success(), "building the worker binary failed");
+        }
+    });
+    path
+}
+
+fn tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(40)..].join("\n")
+}
+
+/// A running `coordinator serve` process.
+pub struct Coordinator {
+    child: Option<Child>,
+    pub url: String,
+    pub addr: String,
+    pub dir: PathBuf,
+    log: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+impl Coordinator {
+    /// Starts a coordinator on a free port with a fresh data dir.
+    pub fn start() -> Self {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().to_path_buf();
+        let mut c = Self::spawn(&dir, "127.0.0.1:0");
+        c._tmp = Some(tmp);
+        c
+    }
+
+    fn spawn(dir: &Path, listen: &str) -> Self {
+        let log = dir.join(format!("coordinator-{}.log", Uuid::new_v4()));
+        let mut child = Command::new(coordinator_bin())
+            .args(["serve", "--listen", listen, "--data-dir"])
+            .arg(dir.join("data"))
+            .args(["--admin-token", ADMIN_TOKEN])
+            .env("RUST_LOG", "info,sparecycles_coordinator=debug")
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("spawn coordinator");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split("listening on http://").nth(1) {
+                    let addr = rest.split_whitespace().next().unwrap_or_default().to_owned();
+                    if let Some(tx) = tx.take() {
+                        let _ = tx.send(addr);
+                    }
+                }
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|_| panic!("coordinator did not start:\n{}", tail(&log)));
+        Coordinator {
+            child: Some(child),
+            url: format!("http://{addr}"),
+            addr,
+            dir: dir.to_path_buf(),
+            log,
+            _tmp: None,
+        }
+    }
+
+    /// SIGKILLs the coordinator (a crash, not a clean stop).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts it again on the same address and data dir.
+    pub fn restart(&mut self) {
+        self.kill();
+        let tmp = self._tmp.take();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            // The port may linger briefly; retry until it binds.
+            let attempt = std::panic::catch_unwind(|| Self::spawn(&self.dir, &self.addr));
+            match attempt {
+                Ok(mut c) => {
+                    c._tmp = tmp;
+                    *self = c;
+                    return;
+                }
+                Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(200)),
+                Err(e) => std::panic::resume_unwind(e),
+            }
+        }
+    }
+
+    /// Path of the SQLite database.
+    pub fn db_path(&self) -> PathBuf {
+        self.dir.join("data").join("sparecycles.db")
+    }
+
+    pub fn api(&self) -> Api {
+        Api::new(&self.url)
+    }
+
+    /// Starts a worker process against this coordinator.
+    pub fn worker(&self, name: &str, cores: usize) -> Worker {
+        Worker::start(&self.url, &self.dir.join(name), name, cores)
+    }
+}
+
+impl Drop for Coordinator {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- coordinator log ({}) ---\n{}", self.log.display(), tail(&self.log));
+        }
+        self.kill();
+    }
+}
+
+/// A running `worker run` process.
+pub struct Worker {
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Worker {
+    pub fn start(url: &str, state_dir: &Path, name: &str, cores: usize) -> Self {
+        std::fs::create_dir_all(state_dir).expect("worker dir");
+        let log = state_dir.with_extension(format!("{}.log", Uuid::new_v4()));
+        let child = Command::new(worker_bin())
+            .args(["run", "--coordinator", url, "--state-dir"])
+            .arg(state_dir)
+            .args(["--name", name, "--cores", &cores.to_string()])
+            .args(["--heartbeat-secs", "1", "--idle-poll-ms", "100"])
+            .env("RUST_LOG", "info,sparecycles_worker=debug")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("spawn worker");
+        Worker {
+            child: Some(child),
+            log,
+        }
+    }
+
+    /// SIGKILLs the worker.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- worker log ({}) ---\n{}", self.log.display(), tail(&self.log));
+        }
+        self.kill();
+    }
+}
+
+/// A typed client of the coordinator's HTTP API.
+#[derive(Clone)]
+pub struct Api {
+    pub url: String,
+    pub http: reqwest::Client,
+}
+
+impl Api {
+    pub fn new(url: &str) -> Self {
+        // reqwest is built without a default TLS provider; the binaries install ring, so do we.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        Api {
+            url: url.to_owned(),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .expect("client"),
+        }
+    }
+
+    pub async fn submit(&self, spec: &JobSpec) -> JobView {
+        let resp = self
+            .http
+            .post(format!("{}/api/v1/jobs", self.url))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(spec)
+            .send()
+            .await
+            .expect("submit");
+        assert_eq!(resp.status(), 201, "submit refused: {}", resp.text().await.unwrap_or_default());
+        resp.json().await.expect("job view")
+    }
+
+    /// POSTs raw JSON with a token; returns status and parsed body.
+    pub async fn post_raw(&self, path: &str, token: Option<&str>, body: &str) -> (u16, String, Value) {
+        let mut req = self
+            .http
+            .post(format!("{}{path}", self.url))
+            .header("content-type", "application/json")
+            .body(body.to_owned());
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().await.expect("post");
+        let status = resp.status().as_u16();
+        let ct = resp
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let text = resp.text().await.unwrap_or_default();
+        (status, ct, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    pub async fn job(&self, id: Uuid) -> JobView {
+        self.http
+            .get(format!("{}/api/v1/jobs/{id}", self.url))
+            .send()
+            .await
+            .expect("get job")
+            .json()
+            .await
+            .expect("job view")
+    }
+
+    pub async fn jobs(&self) -> Vec<JobView> {
+        let list: sparecycles_protocol::JobList = self
+            .http
+            .get(format!("{}/api/v1/jobs", self.url))
+            .send()
+            .await
+            .expect("list")
+            .json()
+            .await
+            .expect("job list");
+        list.jobs
+    }
+
+    /// Waits for a job to end (retrying through coordinator restarts), returns its final view.
+    pub async fn wait(&self, id: Uuid, timeout: Duration) -> JobView {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(resp) = self.http.get(format!("{}/api/v1/jobs/{id}", self.url)).send().await {
+                if let Ok(job) = resp.json::<JobView>().await {
+                    if job.state.is_final() {
+                        return job;
+                    }
+                    assert!(Instant::now() < deadline, "job did not end in time: {job:?}");
+                }
+            }
+            assert!(Instant::now() < deadline, "job {id} did not end in time");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Waits until the job has at least `n` units done.
+    pub async fn wait_done(&self, id: Uuid, n: u64, timeout: Duration) -> JobView {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let job = self.job(id).await;
+            if job.units.done >= n || job.state.is_final() {
+                return job;
+            }
+            assert!(Instant::now() < deadline, "job did not reach {n} units: {job:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub async fn result_json(&self, id: Uuid) -> Value {
+        let resp = self
+            .http
+            .get(format!("{}/api/v1/jobs/{id}/result", self.url))
+            .send()
+            .await
+            .expect("result");
+        assert_eq!(resp.status(), 200);
+        resp.json().await.expect("json result")
+    }
+
+    pub async fn result_bytes(&self, id: Uuid) -> (String, Vec<u8>) {
+        let resp = self
+            .http
+            .get(format!("{}/api/v1/jobs/{id}/result", self.url))
+            .send()
+            .await
+            .expect("result");
+        assert_eq!(resp.status(), 200);
+        let ct = resp.headers()["content-type"].to_str().unwrap_or_default().to_owned();
+        (ct, resp.bytes().await.expect("body").to_vec())
+    }
+
+    pub async fn enroll(&self, name: &str) -> EnrollResponse {
+        let req = EnrollRequest {
+            name: name.into(),
+            cores: 1,
+            os: "linux".into(),
+            arch: "x86_64".into(),
+            apps: sparecycles_apps::names(),
+            owner: None,
+        };
+        let resp = self
+            .http
+            .post(format!("{}/api/v1/workers/enroll", self.url))
+            .json(&req)
+            .send()
+            .await
+            .expect("enroll");
+        assert_eq!(resp.status(), 201);
+        resp.json().await.expect("enroll response")
+    }
+
+    /// POSTs a typed body as a worker and parses a typed answer.
+    pub async fn worker_call<B: serde::Serialize, R: serde::de::DeserializeOwned>(
+        &self,
+        token: &str,
+        path: &str,
+        body: &B,
+    ) -> R {
+        let resp = self
+            .http
+            .post(format!("{}{path}", self.url))
+            .bearer_auth(token)
+            .json(body)
+            .send()
+            .await
+            .expect("worker call");
+        let status = resp.status();
+        let text = resp.text().await.unwrap_or_default();
+        assert!(status.is_success(), "{path}: {status}: {text}");
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}: {text}"))
+    }
+}
+
+/// A job spec from JSON (the same shape the API takes).
+pub fn spec(json: Value) -> JobSpec {
+    serde_json::from_value(json).expect("spec")
+}
+
+/// Asserts a body is a problem+json document and returns its detail.
+pub fn problem_detail(content_type: &str, body: &Value) -> String {
+    assert!(
+        content_type.starts_with("application/problem+json"),
+        "expected problem+json, got {content_type}: {body}"
+    );
+    let problem: ErrorBody = serde_json::from_value(body.clone()).expect("problem body");
+    problem.detail
+}
+
+/// Counts primes in [start, end) by a plain sieve, independently of the apps crate.
+pub fn naive_prime_count(start: u64, end: u64) -> u64 {
+    let n = end as usize;
+    let mut composite = vec![false; n.max(2)];
+    let mut count = 0;
+    for i in 2..n {
+        if !composite[i] {
+            if i as u64 >= start {
+                count += 1;
+            }
+            let mut j = i * i;
+            while j < n {
+                composite[j] = true;
+                j += i;
+            }
+        }
+    }
+    count
+}
+
+/// Read-only access to the coordinator's SQLite database, for checks the API does not expose.
+pub async fn db(c: &Coordinator) -> sqlx::SqlitePool {
+    let opts = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(c.db_path())
+        .read_only(true);
+    sqlx::SqlitePool::connect_with(opts).await.expect("open db")
+}

@@ -1,0 +1,238 @@
+//! End-to-end tests: the real coordinator and worker binaries on 127.0.0.1.
+
+mod helpers;
+mod protocol;
+mod spec_errors;
+
+use std::time::Duration;
+
+use serde_json::json;
+use sparecycles_protocol::JobState;
+use sqlx::Row;
+
+use helpers::{Coordinator, db, naive_prime_count, spec};
+
+const LONG: Duration = Duration::from_secs(300);
+
+#[tokio::test(flavor = "multi_thread")]
+async fn prime_count_to_1e9_with_quorum_2_on_three_workers() {
+    let c = Coordinator::start();
+    let api = c.api();
+    let _w: Vec<_> = (1..=3).map(|i| c.worker(&format!("w{i}"), 1)).collect();
+    let job = api
+        .submit(&spec(json!({
+            "name": "pi(1e9)",
+            "app": "prime-count",
+            "params": {"start": 0, "end": 1_000_000_000u64, "unit_size": 10_000_000},
+            "redundancy": {"min_quorum": 2}
+        })))
+        .await;
+    assert_eq!(job.units.total, 100);
+    let done = api.wait(job.id, LONG).await;
+    assert_eq!(done.state, JobState::Completed, "{done:?}");
+    assert_eq!(api.result_json(job.id).await, json!({"count": 50_847_534}));
+
+    // Every unit has a canonical result backed by two agreeing results from two workers.
+    let pool = db(&c).await;
+    let rows = sqlx::query(
+        "SELECT u.seq, COUNT(t.id) AS valid, COUNT(DISTINCT t.worker_id) AS workers, \
+         COUNT(DISTINCT t.output) AS outputs FROM units u \
+         JOIN tasks t ON t.unit_id = u.id AND t.validation = 'valid' \
+         WHERE u.job_id = ?1 AND u.state = 'done' GROUP BY u.seq",
+    )
+    .bind(job.id.to_string())
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(rows.len(), 100);
+    for r in rows {
+        assert!(r.get::<i64, _>("valid") >= 2);
+        assert_eq!(r.get::<i64, _>("workers"), r.get::<i64, _>("valid"));
+        assert_eq!(r.get::<i64, _>("outputs"), 1);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn uneven_splits_lose_and_double_count_nothing() {
+    let c = Coordinator::start();
+    let api = c.api();
+    let _w = [c.worker("a", 1), c.worker("b", 1)];
+    let primes = api
+        .submit(&spec(json!({
+            "name": "uneven primes",
+            "app": "prime-count",
+            "params": {"start": 10, "end": 100_003, "unit_size": 997},
+            "redundancy": {"min_quorum": 1}
+        })))
+        .await;
+    let collatz = api
+        .submit(&spec(json!({
+            "name": "uneven collatz",
+            "app": "collatz",
+            "params": {"start": 3, "end": 1_000_001, "unit_size": 33_333},
+            "redundancy": {"min_quorum": 1}
+        })))
+        .await;
+    let pi = api
+        .submit(&spec(json!({
+            "name": "uneven pi",
+            "app": "monte-carlo-pi",
+            "params": {"samples": 1_000_003, "unit_samples": 99_991, "seed": 7},
+            "redundancy": {"min_quorum": 1}
+        })))
+        .await;
+    assert_eq!(primes.units.total, (100_003u64 - 10).div_ceil(997));
+    for id in [primes.id, collatz.id, pi.id] {
+        let done = api.wait(id, LONG).await;
+        assert_eq!(done.state, JobState::Completed, "{done:?}");
+        assert_eq!(done.units.done, done.units.total);
+    }
+    assert_eq!(
+        api.result_json(primes.id).await,
+        json!({"count": naive_prime_count(10, 100_003)})
+    );
+    assert_eq!(
+        api.result_json(collatz.id).await,
+        json!({"max_steps": 524, "argmax": 837_799})
+    );
+    let pi = api.result_json(pi.id).await;
+    assert_eq!(pi["samples"], 1_000_003);
+    let estimate = pi["estimate"].as_f64().unwrap();
+    assert!((estimate - std::f64::consts::PI).abs() < 0.01, "{pi}");
+    let inside = pi["inside"].as_f64().unwrap();
+    assert_eq!(estimate, 4.0 * inside / 1_000_003.0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mandelbrot_job_returns_the_right_png() {
+    use sparecycles_apps::ComputeCtx;
+    let c = Coordinator::start();
+    let api = c.api();
+    let _w = [c.worker("a", 1), c.worker("b", 1)];
+    let params = json!({
+        "width": 200, "height": 150, "center_re": -0.75, "center_im": 0.0,
+        "scale": 3.0, "max_iter": 200, "tile": 64
+    });
+    let job = api
+        .submit(&spec(json!({"name": "mandel", "app": "mandelbrot", "params": params.clone()})))
+        .await;
+    let done = api.wait(job.id, LONG).await;
+    assert_eq!(done.state, JobState::Completed, "{done:?}");
+    let (ct, png) = api.result_bytes(job.id).await;
+    assert_eq!(ct, "image/png");
+
+    // The same picture computed here, directly with the app, byte for byte.
+    let app = sparecycles_apps::find("mandelbrot").unwrap();
+    let plan = app.plan(&params).unwrap();
+    let mut asm = app.assembler(&params).unwrap();
+    for seq in 0..plan.unit_count() {
+        let out = app.compute(&params, &plan.unit(seq), &ComputeCtx::new()).unwrap();
+        asm.push(seq, &out).unwrap();
+    }
+    let expected = asm.finish().unwrap();
+    assert_eq!(png, expected.body);
+    let decoder = png::Decoder::new(std::io::Cursor::new(png));
+    let reader = decoder.read_info().unwrap();
+    assert_eq!((reader.info().width, reader.info().height), (200, 150));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_worker_s_tasks_time_out_and_the_job_ends_correct() {
+    let c = Coordinator::start();
+    let api = c.api();
+    let mut doomed = c.worker("doomed", 1);
+    let job = api
+        .submit(&spec(json!({
+            "name": "survives a crash",
+            "app": "prime-count",
+            "params": {"start": 0, "end": 300_000_000u64, "unit_size": 5_000_000},
+            "redundancy": {"min_quorum": 2},
+            "unit_timeout_secs": 3
+        })))
+        .await;
+    let _w = [c.worker("a", 1), c.worker("b", 1)];
+    api.wait_done(job.id, 3, LONG).await;
+    doomed.kill();
+    let done = api.wait(job.id, LONG).await;
+    assert_eq!(done.state, JobState::Completed, "{done:?}");
+    assert_eq!(api.result_json(job.id).await, json!({"count": 16_252_325}));
+    // The killed worker's leases were timed out and replaced.
+    let pool = db(&c).await;
+    let timed_out: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM tasks t JOIN workers w ON w.id = t.worker_id \
+         WHERE w.name = 'doomed' AND t.state = 'timed_out'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert!(timed_out >= 1, "the killed worker held no lease when it died");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_coordinator_restart_mid_job_loses_nothing() {
+    let mut c = Coordinator::start();
+    let api = c.api();
+    let _w = [c.worker("a", 1), c.worker("b", 1)];
+    let job = api
+        .submit(&spec(json!({
+            "name": "survives a restart",
+            "app": "prime-count",
+            "params": {"start": 0, "end": 400_000_000u64, "unit_size": 5_000_000},
+            "redundancy": {"min_quorum": 2}
+        })))
+        .await;
+    let before = api.wait_done(job.id, 5, LONG).await;
+    c.kill();
+    // Workers keep computing and keep results in their outboxes while it is down.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    c.restart();
+    let after_restart = api.job(job.id).await;
+    assert!(after_restart.units.done >= before.units.done, "finished units were lost");
+    let done = api.wait(job.id, LONG).await;
+    assert_eq!(done.state, JobState::Completed, "{done:?}");
+    assert_eq!(api.result_json(job.id).await, json!({"count": 21_336_326}));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_demo_runs_every_job_spec_to_the_right_answer() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_coordinator"))
+        .args(["demo", "--exit", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(tmp.path())
+        .env("RUST_LOG", "warn")
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "demo failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("dashboard:   http://127.0.0.1:"), "{stdout}");
+    assert!(stdout.contains("{\"count\":50847534}"), "{stdout}");
+    assert!(stdout.contains("\"argmax\":8400511"), "{stdout}");
+    assert!(stdout.contains("\"max_steps\":685"), "{stdout}");
+    let png = std::fs::read(tmp.path().join("mandelbrot-seahorse.png")).unwrap();
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dashboard_and_health_are_served() {
+    let c = Coordinator::start();
+    let http = c.api().http;
+    let page = http.get(format!("{}/", c.url)).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(page.text().await.unwrap().contains("SpareCycles"));
+    let js = http.get(format!("{}/assets/app.js", c.url)).send().await.unwrap();
+    assert_eq!(js.status(), 200);
+    for path in ["/healthz", "/readyz"] {
+        let r = http.get(format!("{}{path}", c.url)).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+    }
+    let row = sqlx::query("SELECT COUNT(*) AS n FROM jobs")
+        .fetch_one(&db(&c).await)
+        .await
+        .unwrap();
+    assert_eq!(row.get::<i64, _>("n"), 0);
+}

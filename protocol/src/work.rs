@@ -1,0 +1,213 @@
+//! The worker protocol: enroll, lease, heartbeat, report (documented in README.md).
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::Millis;
+
+/// Most tasks one lease call may ask for.
+pub const MAX_LEASE_TASKS: u32 = 1000;
+/// Most results one report call may carry.
+pub const MAX_REPORT_RESULTS: usize = 1000;
+/// Longest accepted error message in a report, in bytes; longer ones are refused.
+pub const MAX_ERROR_BYTES: usize = 4096;
+/// Longest accepted worker name, OS or arch string, in characters.
+pub const MAX_LABEL_CHARS: usize = 100;
+/// Most app names a worker may declare.
+pub const MAX_APPS: usize = 64;
+
+/// `POST /api/v1/workers/enroll`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnrollRequest {
+    pub name: String,
+    pub cores: u32,
+    pub os: String,
+    pub arch: String,
+    /// Apps this worker can compute.
+    pub apps: Vec<String>,
+    /// The volunteer's account name; several workers may share one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+}
+
+/// Answer to enrollment. The token is shown once; the coordinator keeps only its hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnrollResponse {
+    pub worker_id: Uuid,
+    pub token: String,
+}
+
+/// `POST /api/v1/work/lease`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LeaseRequest {
+    pub max_tasks: u32,
+}
+
+/// One task handed to a worker.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskAssignment {
+    pub task_id: Uuid,
+    pub job_id: Uuid,
+    pub unit_id: Uuid,
+    /// Position of the unit in its job.
+    pub unit_seq: u64,
+    pub app: String,
+    /// The job's parameters.
+    pub params: Value,
+    /// The unit's slice of them (a range, a tile, a seed block).
+    pub unit: Value,
+    /// The task must be reported before this time (ms since the epoch).
+    pub deadline: Millis,
+}
+
+/// Answer to a lease: possibly fewer tasks than asked for, possibly none.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LeaseResponse {
+    pub tasks: Vec<TaskAssignment>,
+}
+
+/// Progress of one in-flight task, 0.0 to 1.0.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskProgress {
+    pub task_id: Uuid,
+    pub progress: f64,
+}
+
+/// `POST /api/v1/work/heartbeat`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeartbeatRequest {
+    pub tasks: Vec<TaskProgress>,
+}
+
+/// Tasks the worker should stop: their job was canceled or paused, or their unit is decided.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeartbeatResponse {
+    pub abort: Vec<Uuid>,
+}
+
+/// One result: exactly one of `output` (the app's JSON output) or `error`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskResult {
+    pub task_id: Uuid,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// What a result says, once checked to carry exactly one of output and error.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TaskResultKind<'a> {
+    Output(&'a Value),
+    Error(&'a str),
+}
+
+impl TaskResult {
+    pub fn success(task_id: Uuid, output: Value) -> Self {
+        TaskResult {
+            task_id,
+            output: Some(output),
+            error: None,
+        }
+    }
+
+    pub fn failure(task_id: Uuid, error: impl Into<String>) -> Self {
+        TaskResult {
+            task_id,
+            output: None,
+            error: Some(error.into()),
+        }
+    }
+
+    /// `None` when the result carries both or neither of output and error.
+    pub fn kind(&self) -> Option<TaskResultKind<'_>> {
+        match (&self.output, &self.error) {
+            (Some(o), None) => Some(TaskResultKind::Output(o)),
+            (None, Some(e)) => Some(TaskResultKind::Error(e)),
+            _ => None,
+        }
+    }
+}
+
+/// `POST /api/v1/work/report`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportRequest {
+    pub results: Vec<TaskResult>,
+}
+
+/// A result the coordinator did not take, and why. Refusals are final: resending will not help.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefusedResult {
+    pub task_id: Uuid,
+    pub reason: String,
+}
+
+/// Answer to a report: every task id of the request is in exactly one of the two lists.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReportResponse {
+    pub accepted: Vec<Uuid>,
+    pub refused: Vec<RefusedResult>,
+}
+
+/// A worker as `GET /api/v1/workers` lists it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkerView {
+    pub worker_id: Uuid,
+    pub name: String,
+    pub owner: Option<String>,
+    pub os: String,
+    pub arch: String,
+    pub cores: u32,
+    pub apps: Vec<String>,
+    pub created_at: Millis,
+    pub last_seen: Millis,
+    pub in_flight: u64,
+    pub valid: u64,
+    pub invalid: u64,
+    pub errors: u64,
+    pub timeouts: u64,
+    pub credit: f64,
+    pub banned: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn result_kind_needs_exactly_one() {
+        let id = Uuid::nil();
+        assert!(matches!(
+            TaskResult::success(id, serde_json::json!({"count": 1})).kind(),
+            Some(TaskResultKind::Output(_))
+        ));
+        assert!(matches!(
+            TaskResult::failure(id, "boom").kind(),
+            Some(TaskResultKind::Error("boom"))
+        ));
+        let both = TaskResult {
+            task_id: id,
+            output: Some(Value::Null),
+            error: Some("x".into()),
+        };
+        assert!(both.kind().is_none());
+    }
+
+    #[test]
+    fn report_wire_shape() {
+        let json = serde_json::json!({"results": [
+            {"task_id": Uuid::nil(), "output": {"count": 4}},
+            {"task_id": Uuid::nil(), "error": "overflow"}
+        ]});
+        let req: ReportRequest = serde_json::from_value(json).unwrap();
+        assert_eq!(req.results.len(), 2);
+        assert_eq!(req.results[1].error.as_deref(), Some("overflow"));
+    }
+}

@@ -1,0 +1,68 @@
+//! The lease loop: keeps the buffer of leased tasks full so the cores never wait on the network.
+
+use std::sync::Arc;
+
+use sparecycles_protocol::{LeaseRequest, now_millis};
+
+use super::Shared;
+use crate::backoff::Backoff;
+use crate::client::ClientError;
+
+/// Leases until stopped: asks for as many tasks as the buffer lacks, waits `idle_poll` when
+/// the coordinator has none, and backs off while it is unreachable.
+pub(crate) async fn lease_loop(shared: Arc<Shared>) {
+    let stop = &shared.stop;
+    let mut backoff = Backoff::default();
+    while !stop.is_stopped() {
+        let wanted = shared
+            .tasks
+            .wanted(shared.config.target_tasks(), now_millis());
+        if wanted == 0 {
+            tokio::select! {
+                _ = shared.tasks.space.notified() => continue,
+                _ = stop.wait() => return,
+            }
+        }
+        let (generation, client) = shared.session.client();
+        let request = LeaseRequest {
+            max_tasks: shared.config.lease_size(wanted),
+        };
+        let answer = tokio::select! {
+            answer = client.lease(&request) => answer,
+            _ = stop.wait() => return,
+        };
+        match answer {
+            Ok(leased) if leased.tasks.is_empty() => {
+                backoff.reset();
+                if !stop.sleep(shared.config.idle_poll).await {
+                    return;
+                }
+            }
+            Ok(leased) => {
+                backoff.reset();
+                tracing::debug!(count = leased.tasks.len(), "leased tasks");
+                shared.tasks.add(leased.tasks);
+            }
+            Err(ClientError::Unauthorized) => {
+                if !shared.reauthenticate(generation).await {
+                    return;
+                }
+            }
+            Err(e) => {
+                let delay = backoff.next_delay_after(retry_after(&e));
+                tracing::warn!(error = %e, retry_in = ?delay, "lease failed; backing off");
+                if !stop.sleep(delay).await {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// The coordinator's `Retry-After`, when the error carries one.
+pub(crate) fn retry_after(e: &ClientError) -> Option<std::time::Duration> {
+    match e {
+        ClientError::Transient { retry_after, .. } => *retry_after,
+        _ => None,
+    }
+}

@@ -1,0 +1,185 @@
+//! `worker run`: enroll if needed, then lease, compute, heartbeat and report until shutdown.
+//!
+//! Four async loops share one [`Shared`]: the lease loop fills a small buffer of tasks, the
+//! dispatcher hands them one at a time to the compute thread (the only place CPU work runs) and
+//! stores each result in the outbox, the report loop delivers the outbox, and the heartbeat loop
+//! reports progress and applies aborts.
+
+mod compute;
+mod config;
+mod dispatch;
+mod heartbeat;
+mod lease;
+mod report;
+mod session;
+mod stop;
+mod tasks;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+
+pub use config::{RunConfig, all_cores, default_name, default_state_dir};
+pub use report::MAX_REPORT_BYTES;
+pub use session::EnrollError;
+
+use crate::backoff::BACKOFF_CAP;
+use crate::client::Client;
+use crate::outbox::Outbox;
+use crate::state::{Credentials, StateDir};
+use session::Session;
+use stop::Stop;
+use tasks::Tasks;
+
+/// What the loops share.
+pub(crate) struct Shared {
+    config: RunConfig,
+    session: Session,
+    tasks: Tasks,
+    stop: Stop,
+}
+
+impl Shared {
+    /// Handles a 401 met with credentials of `generation`: enrolls again (once, however many
+    /// loops met it) and drops the tasks leased to the old identity, which can no longer be
+    /// reported. Returns `false` when shutdown came first.
+    async fn reauthenticate(&self, generation: u64) -> bool {
+        match self.session.reenroll(generation, &self.stop).await {
+            Ok(true) => {
+                self.tasks.clear();
+                true
+            }
+            Ok(false) => true,
+            Err(EnrollError::Stopped) => false,
+            Err(e) => {
+                tracing::error!(error = %e, "re-enrollment failed; will try again");
+                self.stop.sleep(BACKOFF_CAP).await
+            }
+        }
+    }
+}
+
+/// Runs the worker until `shutdown` resolves: then stops leasing, cancels the running unit,
+/// tries once (briefly) to deliver the outbox, and returns `Ok`. Results still undelivered stay
+/// in the outbox for the next run.
+pub async fn run(
+    config: RunConfig,
+    shutdown: impl Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
+    check(&config)?;
+    let state = StateDir::open(&config.state_dir)
+        .with_context(|| format!("state dir {}", config.state_dir.display()))?;
+    let outbox = Outbox::open(state.outbox_dir())
+        .with_context(|| format!("outbox {}", state.outbox_dir().display()))?;
+    let (stop_tx, stop) = stop::channel();
+    tokio::pin!(shutdown);
+
+    // Enrolling may wait for the coordinator to come up; shutdown meanwhile is a clean stop.
+    let session = tokio::select! {
+        session = Session::start(&config.coordinator, state, config.enroll_request(), &stop) => {
+            session.context("enrollment failed")?
+        }
+        _ = &mut shutdown => return Ok(()),
+    };
+    let initial = outbox.list().context("reading the outbox")?;
+    if !initial.is_empty() {
+        tracing::info!(
+            count = initial.len(),
+            "re-sending results from a previous run"
+        );
+    }
+
+    let (outcome_tx, outcome_rx) = tokio::sync::mpsc::unbounded_channel();
+    let compute = compute::spawn(config.cores, outcome_tx).context("starting the compute pool")?;
+    tracing::info!(
+        worker_id = %session.worker_id(),
+        coordinator = %config.coordinator,
+        cores = config.cores,
+        apps = ?sparecycles_apps::names(),
+        "worker running"
+    );
+    let shared = Arc::new(Shared {
+        config,
+        session,
+        tasks: Tasks::default(),
+        stop,
+    });
+    let (result_tx, result_rx) = tokio::sync::mpsc::unbounded_channel();
+    let lease = tokio::spawn(lease::lease_loop(shared.clone()));
+    let heartbeat = tokio::spawn(heartbeat::heartbeat_loop(shared.clone()));
+    let mut dispatcher = tokio::spawn(dispatch::dispatch_loop(
+        shared.clone(),
+        compute,
+        outcome_rx,
+        outbox.clone(),
+        result_tx,
+    ));
+    let reporter = tokio::spawn(report::report_loop(
+        shared.clone(),
+        outbox,
+        initial,
+        result_rx,
+    ));
+
+    let failed = tokio::select! {
+        _ = &mut shutdown => None,
+        ended = &mut dispatcher => Some(ended),
+    };
+    tracing::info!("stopping: no more leases, canceling the running unit");
+    stop_tx.stop();
+    shared.tasks.clear();
+    let _ = lease.await;
+    let _ = heartbeat.await;
+    let dispatched = match failed {
+        Some(ended) => ended,
+        None => dispatcher.await,
+    };
+    // The reporter ends once the dispatcher has, after at most one bounded flush.
+    let flush = report::FLUSH_TIMEOUT + Duration::from_secs(1);
+    if tokio::time::timeout(flush, reporter).await.is_err() {
+        tracing::warn!("report loop did not stop in time");
+    }
+    match dispatched {
+        Ok(Ok(())) => {
+            tracing::info!("stopped");
+            Ok(())
+        }
+        Ok(Err(e)) => Err(e.into()),
+        Err(e) => Err(anyhow::anyhow!("dispatcher panicked: {e}")),
+    }
+}
+
+/// `worker enroll`: returns the stored credentials for this coordinator, or enrolls (one
+/// attempt, no retry) and stores new ones. `force` enrolls even when credentials exist.
+pub async fn enroll(config: &RunConfig, force: bool) -> anyhow::Result<Credentials> {
+    check(config)?;
+    let state = StateDir::open(&config.state_dir)
+        .with_context(|| format!("state dir {}", config.state_dir.display()))?;
+    if !force && let Some(existing) = session::stored_credentials(&state, &config.coordinator) {
+        tracing::info!(worker_id = %existing.worker_id, "already enrolled");
+        return Ok(existing);
+    }
+    let (_keep, never) = stop::channel();
+    let credentials = session::enroll(
+        &config.coordinator,
+        &state,
+        &config.enroll_request(),
+        false,
+        &never,
+    )
+    .await?;
+    Ok(credentials)
+}
+
+fn check(config: &RunConfig) -> anyhow::Result<()> {
+    Client::new(&config.coordinator, None)?;
+    if config.cores == 0 {
+        bail!("cores must be at least 1");
+    }
+    if config.name.trim().is_empty() {
+        bail!("name must not be empty");
+    }
+    Ok(())
+}

@@ -1,0 +1,214 @@
+//! The report loop: delivers outbox results in batches as soon as they appear, and deletes each
+//! one from the outbox once the coordinator has accepted or refused it.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sparecycles_protocol::work::MAX_REPORT_RESULTS;
+use sparecycles_protocol::{ReportRequest, TaskResult};
+use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::time::Instant;
+use uuid::Uuid;
+
+use super::Shared;
+use super::lease::retry_after;
+use crate::backoff::Backoff;
+use crate::client::ClientError;
+use crate::outbox::Outbox;
+
+/// Most bytes of results in one report (beyond a single result, which is always sent alone).
+pub const MAX_REPORT_BYTES: usize = 4 << 20;
+/// How long the final flush at shutdown may take.
+pub(crate) const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Results not yet acknowledged, in task id order, with what it takes to send them.
+struct Reporter {
+    shared: Arc<Shared>,
+    outbox: Outbox,
+    pending: BTreeMap<Uuid, TaskResult>,
+    backoff: Backoff,
+    /// Most results per call; halved while the coordinator refuses whole batches, to isolate a
+    /// result it cannot take.
+    limit: usize,
+}
+
+/// What one report call came to.
+enum Attempt {
+    /// Progress was made (or credentials renewed): go on at once.
+    Done,
+    /// Try again after this long.
+    Retry(Duration),
+    /// Shutdown came first.
+    Stopped,
+}
+
+/// Runs until the dispatcher closes `incoming` (shutdown), then tries once to flush.
+pub(crate) async fn report_loop(
+    shared: Arc<Shared>,
+    outbox: Outbox,
+    initial: Vec<TaskResult>,
+    mut incoming: UnboundedReceiver<TaskResult>,
+) {
+    let mut reporter = Reporter {
+        shared,
+        outbox,
+        pending: initial.into_iter().map(|r| (r.task_id, r)).collect(),
+        backoff: Backoff::default(),
+        limit: MAX_REPORT_RESULTS,
+    };
+    let mut retry_at = Instant::now();
+    loop {
+        let ready = !reporter.pending.is_empty() && !reporter.shared.stop.is_stopped();
+        tokio::select! {
+            biased;
+            result = incoming.recv() => match result {
+                Some(result) => {
+                    reporter.pending.insert(result.task_id, result);
+                }
+                None => break,
+            },
+            _ = tokio::time::sleep_until(retry_at), if ready => {
+                match reporter.attempt().await {
+                    Attempt::Done | Attempt::Stopped => {}
+                    Attempt::Retry(delay) => retry_at = Instant::now() + delay,
+                }
+            }
+        }
+    }
+    if !reporter.pending.is_empty() {
+        let count = reporter.pending.len();
+        match tokio::time::timeout(FLUSH_TIMEOUT, reporter.flush()).await {
+            Ok(true) => tracing::info!(count, "flushed the outbox"),
+            _ => tracing::info!(
+                remaining = reporter.pending.len(),
+                "results left in the outbox for the next run"
+            ),
+        }
+    }
+}
+
+impl Reporter {
+    /// Sends until everything is acknowledged; gives up at the first failure.
+    async fn flush(&mut self) -> bool {
+        while !self.pending.is_empty() {
+            let before = self.pending.len();
+            let (_, client) = self.shared.session.client();
+            let batch = self.batch();
+            match client.report(&ReportRequest { results: batch }).await {
+                Ok(answer) => {
+                    self.acknowledge(&answer.accepted, &answer.refused).await;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "final report failed");
+                    return false;
+                }
+            }
+            if self.pending.len() == before {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// One report call with the next batch.
+    async fn attempt(&mut self) -> Attempt {
+        let stop = self.shared.stop.clone();
+        let batch = self.batch();
+        let sent = batch.len();
+        let first = batch[0].task_id;
+        let (generation, client) = self.shared.session.client();
+        let request = ReportRequest { results: batch };
+        let answer = tokio::select! {
+            answer = client.report(&request) => answer,
+            _ = stop.wait() => return Attempt::Stopped,
+        };
+        match answer {
+            Ok(answer) => {
+                self.limit = MAX_REPORT_RESULTS;
+                let before = self.pending.len();
+                self.acknowledge(&answer.accepted, &answer.refused).await;
+                if self.pending.len() < before {
+                    self.backoff.reset();
+                    Attempt::Done
+                } else {
+                    // An answer that acknowledges nothing we sent: do not spin on it.
+                    tracing::warn!(sent, "report answer acknowledged none of the results");
+                    Attempt::Retry(self.backoff.next_delay())
+                }
+            }
+            Err(ClientError::Unauthorized) => {
+                if self.shared.reauthenticate(generation).await {
+                    Attempt::Done
+                } else {
+                    Attempt::Stopped
+                }
+            }
+            Err(ClientError::Refused(problem)) if sent > 1 => {
+                self.limit = (sent / 2).max(1);
+                tracing::warn!(%problem, sent, retry_with = self.limit, "report refused; sending smaller batches");
+                Attempt::Done
+            }
+            Err(ClientError::Refused(problem)) if matches!(problem.status, 400 | 413 | 422) => {
+                // This one result is what the coordinator cannot take: keeping it would block
+                // every other result behind it forever.
+                tracing::error!(task = %first, %problem, "dropping a result the coordinator cannot accept");
+                self.forget(vec![first]).await;
+                Attempt::Done
+            }
+            Err(e) => {
+                let delay = self.backoff.next_delay_after(retry_after(&e));
+                tracing::warn!(error = %e, pending = self.pending.len(), retry_in = ?delay, "report failed; backing off");
+                Attempt::Retry(delay)
+            }
+        }
+    }
+
+    /// The oldest pending results, at most `limit` of them and about [`MAX_REPORT_BYTES`].
+    fn batch(&self) -> Vec<TaskResult> {
+        let mut bytes = 0;
+        let mut batch = Vec::new();
+        for result in self.pending.values().take(self.limit) {
+            let size = serde_json::to_vec(result).map_or(0, |v| v.len());
+            if !batch.is_empty() && bytes + size > MAX_REPORT_BYTES {
+                break;
+            }
+            bytes += size;
+            batch.push(result.clone());
+        }
+        batch
+    }
+
+    /// Both accepted and refused results are final: forget them.
+    async fn acknowledge(
+        &mut self,
+        accepted: &[Uuid],
+        refused: &[sparecycles_protocol::RefusedResult],
+    ) {
+        for r in refused {
+            tracing::warn!(task = %r.task_id, reason = %r.reason, "result refused by the coordinator");
+        }
+        if !accepted.is_empty() {
+            tracing::debug!(count = accepted.len(), "results accepted");
+        }
+        let done = accepted
+            .iter()
+            .copied()
+            .chain(refused.iter().map(|r| r.task_id))
+            .collect();
+        self.forget(done).await;
+    }
+
+    async fn forget(&mut self, ids: Vec<Uuid>) {
+        ids.iter().for_each(|id| {
+            self.pending.remove(id);
+        });
+        let outbox = self.outbox.clone();
+        match tokio::task::spawn_blocking(move || outbox.remove(&ids)).await {
+            Ok(Ok(())) => {}
+            // The results were acknowledged; a leftover file is re-sent next run and refused.
+            Ok(Err(e)) => tracing::warn!(error = %e, "could not remove results from the outbox"),
+            Err(e) => tracing::warn!(error = %e, "outbox removal task failed"),
+        }
+    }
+}

@@ -1,0 +1,209 @@
+//! The leased tasks this worker holds: the one being computed and the buffer waiting behind it.
+//!
+//! Shared by the lease loop (fills the buffer), the dispatcher (takes the next task), and the
+//! heartbeat loop (reads progress, applies aborts). One short-held mutex guards it all, so a
+//! task is always either buffered or current, never lost between the two.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+
+use sparecycles_apps::ComputeCtx;
+use sparecycles_protocol::{Millis, TaskAssignment, TaskProgress};
+use tokio::sync::Notify;
+use uuid::Uuid;
+
+#[derive(Debug, Default)]
+pub(crate) struct Tasks {
+    inner: Mutex<Inner>,
+    /// Signaled when tasks were added to the buffer (wakes the dispatcher).
+    pub(crate) work: Notify,
+    /// Signaled when the buffer or the compute slot emptied (wakes the lease loop).
+    pub(crate) space: Notify,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    queue: VecDeque<TaskAssignment>,
+    current: Option<(Uuid, ComputeCtx)>,
+}
+
+impl Inner {
+    fn holds(&self, id: Uuid) -> bool {
+        self.current.as_ref().is_some_and(|(c, _)| *c == id)
+            || self.queue.iter().any(|t| t.task_id == id)
+    }
+
+    /// Drops buffered tasks that can no longer be reported in time.
+    fn drop_expired(&mut self, now: Millis) {
+        self.queue.retain(|t| {
+            let alive = t.deadline > now;
+            if !alive {
+                tracing::warn!(task = %t.task_id, app = %t.app, "skipping buffered task: deadline passed");
+            }
+            alive
+        });
+    }
+}
+
+impl Tasks {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // A panic while holding this lock leaves plain data behind; keep going.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// How many more tasks to lease so that `target` are held (running plus buffered).
+    pub(crate) fn wanted(&self, target: usize, now: Millis) -> usize {
+        let mut inner = self.lock();
+        inner.drop_expired(now);
+        let held = inner.queue.len() + usize::from(inner.current.is_some());
+        target.saturating_sub(held)
+    }
+
+    /// Buffers newly leased tasks (ignoring any already held) and wakes the dispatcher.
+    pub(crate) fn add(&self, tasks: Vec<TaskAssignment>) {
+        let mut inner = self.lock();
+        for task in tasks {
+            if !inner.holds(task.task_id) {
+                inner.queue.push_back(task);
+            }
+        }
+        drop(inner);
+        self.work.notify_one();
+    }
+
+    /// Takes the next live task and makes it current, with a fresh context to compute it in.
+    /// `None` when the buffer is empty or a task is already current.
+    pub(crate) fn start_next(&self, now: Millis) -> Option<(TaskAssignment, ComputeCtx)> {
+        let mut inner = self.lock();
+        if inner.current.is_some() {
+            return None;
+        }
+        inner.drop_expired(now);
+        let task = inner.queue.pop_front()?;
+        let ctx = ComputeCtx::new();
+        inner.current = Some((task.task_id, ctx.clone()));
+        drop(inner);
+        self.space.notify_one();
+        Some((task, ctx))
+    }
+
+    /// The current task is done (finished, failed or canceled).
+    pub(crate) fn finish(&self, task_id: Uuid) {
+        let mut inner = self.lock();
+        if inner.current.as_ref().is_some_and(|(c, _)| *c == task_id) {
+            inner.current = None;
+        }
+        drop(inner);
+        self.space.notify_one();
+    }
+
+    /// Progress of every held task: the current one's fraction, 0 for buffered ones.
+    pub(crate) fn progress(&self) -> Vec<TaskProgress> {
+        let inner = self.lock();
+        let current = inner.current.iter().map(|(id, ctx)| TaskProgress {
+            task_id: *id,
+            progress: ctx.fraction(),
+        });
+        let buffered = inner.queue.iter().map(|t| TaskProgress {
+            task_id: t.task_id,
+            progress: 0.0,
+        });
+        current.chain(buffered).collect()
+    }
+
+    /// Stops the given tasks: cancels the current one if listed, drops listed buffered ones.
+    /// Returns how many held tasks were affected.
+    pub(crate) fn abort(&self, ids: &[Uuid]) -> usize {
+        let mut inner = self.lock();
+        let mut hit = 0;
+        if let Some((id, ctx)) = &inner.current
+            && ids.contains(id)
+        {
+            ctx.cancel();
+            hit += 1;
+        }
+        let before = inner.queue.len();
+        inner.queue.retain(|t| !ids.contains(&t.task_id));
+        hit += before - inner.queue.len();
+        drop(inner);
+        if hit > 0 {
+            self.space.notify_one();
+        }
+        hit
+    }
+
+    /// Drops every buffered task and cancels the current one (shutdown, new identity).
+    pub(crate) fn clear(&self) {
+        let mut inner = self.lock();
+        inner.queue.clear();
+        if let Some((_, ctx)) = &inner.current {
+            ctx.cancel();
+        }
+        drop(inner);
+        self.space.notify_one();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn task(deadline: Millis) -> TaskAssignment {
+        TaskAssignment {
+            task_id: Uuid::now_v7(),
+            job_id: Uuid::nil(),
+            unit_id: Uuid::now_v7(),
+            unit_seq: 0,
+            app: "prime-count".into(),
+            params: json!({}),
+            unit: json!({}),
+            deadline,
+        }
+    }
+
+    #[test]
+    fn buffer_fills_to_target_and_runs_in_order() {
+        let tasks = Tasks::default();
+        assert_eq!(tasks.wanted(3, 0), 3);
+        let (a, b) = (task(100), task(100));
+        tasks.add(vec![a.clone(), b.clone(), a.clone()]);
+        assert_eq!(tasks.wanted(3, 0), 1);
+        let (first, ctx) = tasks.start_next(0).unwrap();
+        assert_eq!(first.task_id, a.task_id);
+        assert!(tasks.start_next(0).is_none(), "one unit at a time");
+        assert_eq!(tasks.wanted(3, 0), 1);
+        ctx.set_total(4);
+        ctx.advance(1);
+        let progress = tasks.progress();
+        assert_eq!(progress.len(), 2);
+        assert_eq!(progress[0].progress, 0.25);
+        assert_eq!(progress[1].task_id, b.task_id);
+        tasks.finish(a.task_id);
+        assert_eq!(tasks.start_next(0).unwrap().0.task_id, b.task_id);
+    }
+
+    #[test]
+    fn expired_tasks_are_skipped() {
+        let tasks = Tasks::default();
+        let (old, fresh) = (task(10), task(1000));
+        tasks.add(vec![old, fresh.clone()]);
+        assert_eq!(tasks.wanted(2, 50), 1);
+        assert_eq!(tasks.start_next(50).unwrap().0.task_id, fresh.task_id);
+    }
+
+    #[test]
+    fn abort_cancels_current_and_drops_buffered() {
+        let tasks = Tasks::default();
+        let (a, b, c) = (task(100), task(100), task(100));
+        tasks.add(vec![a.clone(), b.clone(), c.clone()]);
+        let (_, ctx) = tasks.start_next(0).unwrap();
+        assert_eq!(tasks.abort(&[a.task_id, c.task_id, Uuid::nil()]), 2);
+        assert!(ctx.is_canceled());
+        let ids: Vec<Uuid> = tasks.progress().iter().map(|p| p.task_id).collect();
+        assert_eq!(ids, vec![a.task_id, b.task_id]);
+        tasks.clear();
+        tasks.finish(a.task_id);
+        assert!(tasks.progress().is_empty());
+    }
+}

@@ -1,0 +1,387 @@
+//! The runner against a tiny in-process fake coordinator: enrollment, leasing, computing,
+//! reporting through the outbox, re-enrollment on 401, aborts, backoff and shutdown.
+
+use std::collections::{HashSet, VecDeque};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use serde_json::{Value, json};
+use sparecycles_protocol::{
+    EnrollRequest, EnrollResponse, ErrorBody, HeartbeatRequest, HeartbeatResponse, LeaseRequest,
+    LeaseResponse, RefusedResult, ReportRequest, ReportResponse, TaskAssignment, TaskResult,
+    now_millis,
+};
+use sparecycles_worker::{Credentials, Outbox, RunConfig, StateDir};
+use tokio::sync::oneshot;
+use uuid::Uuid;
+
+#[derive(Default)]
+struct Fake {
+    enrolls: Vec<EnrollRequest>,
+    tokens: Vec<String>,
+    queue: VecDeque<TaskAssignment>,
+    leased: HashSet<Uuid>,
+    heartbeats: Vec<HeartbeatRequest>,
+    /// Tasks the next heartbeats tell the worker to abort.
+    abort: Vec<Uuid>,
+    accepted: Vec<TaskResult>,
+    refused: Vec<Uuid>,
+    /// Report calls to answer with 503 before accepting any.
+    failing_reports: usize,
+    report_calls: usize,
+}
+
+type Shared = Arc<Mutex<Fake>>;
+
+fn problem(status: StatusCode, detail: &str) -> Response {
+    let body = ErrorBody {
+        kind: "about:blank".into(),
+        title: status.canonical_reason().unwrap_or("").into(),
+        status: status.as_u16(),
+        detail: detail.into(),
+    };
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/problem+json")],
+        serde_json::to_string(&body).unwrap(),
+    )
+        .into_response()
+}
+
+fn authorized(fake: &Fake, headers: &HeaderMap) -> bool {
+    let Some(value) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    fake.tokens.iter().any(|t| value == format!("Bearer {t}"))
+}
+
+async fn enroll(State(fake): State<Shared>, Json(req): Json<EnrollRequest>) -> Response {
+    let mut fake = fake.lock().unwrap();
+    fake.enrolls.push(req);
+    let token = format!("token-{}", fake.enrolls.len());
+    fake.tokens.push(token.clone());
+    let answer = EnrollResponse {
+        worker_id: Uuid::now_v7(),
+        token,
+    };
+    (StatusCode::CREATED, Json(answer)).into_response()
+}
+
+async fn lease(
+    State(fake): State<Shared>,
+    headers: HeaderMap,
+    Json(req): Json<LeaseRequest>,
+) -> Response {
+    let mut fake = fake.lock().unwrap();
+    if !authorized(&fake, &headers) {
+        return problem(StatusCode::UNAUTHORIZED, "unknown worker token");
+    }
+    let n = (req.max_tasks as usize).min(fake.queue.len());
+    let tasks: Vec<TaskAssignment> = fake.queue.drain(..n).collect();
+    fake.leased.extend(tasks.iter().map(|t| t.task_id));
+    Json(LeaseResponse { tasks }).into_response()
+}
+
+async fn heartbeat(
+    State(fake): State<Shared>,
+    headers: HeaderMap,
+    Json(req): Json<HeartbeatRequest>,
+) -> Response {
+    let mut fake = fake.lock().unwrap();
+    if !authorized(&fake, &headers) {
+        return problem(StatusCode::UNAUTHORIZED, "unknown worker token");
+    }
+    let abort = req
+        .tasks
+        .iter()
+        .map(|t| t.task_id)
+        .filter(|id| fake.abort.contains(id))
+        .collect();
+    fake.heartbeats.push(req);
+    Json(HeartbeatResponse { abort }).into_response()
+}
+
+async fn report(
+    State(fake): State<Shared>,
+    headers: HeaderMap,
+    Json(req): Json<ReportRequest>,
+) -> Response {
+    let mut fake = fake.lock().unwrap();
+    fake.report_calls += 1;
+    if !authorized(&fake, &headers) {
+        return problem(StatusCode::UNAUTHORIZED, "unknown worker token");
+    }
+    if fake.failing_reports > 0 {
+        fake.failing_reports -= 1;
+        let mut response = problem(StatusCode::SERVICE_UNAVAILABLE, "database busy");
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, "0".parse().unwrap());
+        return response;
+    }
+    let mut answer = ReportResponse {
+        accepted: vec![],
+        refused: vec![],
+    };
+    for result in req.results {
+        if fake.leased.remove(&result.task_id) {
+            answer.accepted.push(result.task_id);
+            fake.accepted.push(result);
+        } else {
+            fake.refused.push(result.task_id);
+            answer.refused.push(RefusedResult {
+                task_id: result.task_id,
+                reason: "not a task of this worker".into(),
+            });
+        }
+    }
+    Json(answer).into_response()
+}
+
+/// Starts the fake coordinator on a free port; returns its base URL.
+async fn spawn_fake(fake: Shared) -> String {
+    let app = Router::new()
+        .route("/api/v1/workers/enroll", post(enroll))
+        .route("/api/v1/work/lease", post(lease))
+        .route("/api/v1/work/heartbeat", post(heartbeat))
+        .route("/api/v1/work/report", post(report))
+        .with_state(fake);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("http://{addr}/")
+}
+
+/// A prime-count task over `[start, end)` as one unit.
+fn prime_task(start: u64, end: u64) -> TaskAssignment {
+    let params = json!({"start": start, "end": end, "unit_size": end - start});
+    let app = sparecycles_apps::find("prime-count").unwrap();
+    let unit = app.plan(&params).unwrap().unit(0);
+    task("prime-count", params, unit)
+}
+
+fn task(app: &str, params: Value, unit: Value) -> TaskAssignment {
+    TaskAssignment {
+        task_id: Uuid::now_v7(),
+        job_id: Uuid::now_v7(),
+        unit_id: Uuid::now_v7(),
+        unit_seq: 0,
+        app: app.into(),
+        params,
+        unit,
+        deadline: now_millis() + 600_000,
+    }
+}
+
+fn config(base: &str, state: &Path) -> RunConfig {
+    let mut config = RunConfig::new(base, state);
+    config.cores = 2;
+    config.name = "test-worker".into();
+    config.heartbeat_interval = Duration::from_millis(50);
+    config.idle_poll = Duration::from_millis(20);
+    config
+}
+
+/// Starts `run` in the background; send on the returned channel to stop it.
+fn start(
+    config: RunConfig,
+) -> (
+    oneshot::Sender<()>,
+    tokio::task::JoinHandle<anyhow::Result<()>>,
+) {
+    let (tx, rx) = oneshot::channel::<()>();
+    let handle = tokio::spawn(sparecycles_worker::run(config, async move {
+        let _ = rx.await;
+    }));
+    (tx, handle)
+}
+
+async fn stop(tx: oneshot::Sender<()>, handle: tokio::task::JoinHandle<anyhow::Result<()>>) {
+    tx.send(()).unwrap();
+    let ended = tokio::time::timeout(Duration::from_secs(15), handle)
+        .await
+        .expect("run did not stop in time");
+    ended.unwrap().unwrap();
+}
+
+/// Polls until `cond` holds on the fake's state (or fails after 30 s).
+async fn wait_for(fake: &Shared, what: &str, cond: impl Fn(&Fake) -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !cond(&fake.lock().unwrap()) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn count_of(result: &TaskResult) -> u64 {
+    result.output.as_ref().unwrap()["count"].as_u64().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enrolls_computes_and_reports_through_an_outage() {
+    let fake = Shared::default();
+    let ranges = [(0, 100), (100, 200), (200, 300), (300, 400), (400, 500)];
+    let unknown = task("no-such-app", json!({}), json!({}));
+    {
+        let mut f = fake.lock().unwrap();
+        f.queue
+            .extend(ranges.iter().map(|&(a, b)| prime_task(a, b)));
+        f.queue.push_back(unknown.clone());
+        f.failing_reports = 2;
+    }
+    let base = spawn_fake(fake.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (tx, handle) = start(config(&base, dir.path()));
+
+    wait_for(&fake, "six results", |f| f.accepted.len() == 6).await;
+    {
+        let f = fake.lock().unwrap();
+        assert_eq!(f.enrolls.len(), 1);
+        assert_eq!(f.enrolls[0].name, "test-worker");
+        assert_eq!(f.enrolls[0].cores, 2);
+        assert_eq!(f.enrolls[0].apps, sparecycles_apps::names());
+        assert!(f.report_calls >= 3, "the 503s were retried");
+        let total: u64 = f
+            .accepted
+            .iter()
+            .filter(|r| r.output.is_some())
+            .map(count_of)
+            .sum();
+        assert_eq!(total, 95, "primes below 500");
+        let failure = f
+            .accepted
+            .iter()
+            .find(|r| r.task_id == unknown.task_id)
+            .unwrap();
+        assert_eq!(
+            failure.error.as_deref(),
+            Some("app no-such-app not supported by this worker")
+        );
+    }
+    stop(tx, handle).await;
+
+    let state = StateDir::open(dir.path()).unwrap();
+    let creds = state.load_credentials().unwrap().unwrap();
+    assert_eq!(creds.coordinator, base.trim_end_matches('/'));
+    assert_eq!(creds.token, "token-1");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(state.credentials_path())
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    assert!(
+        Outbox::open(state.outbox_dir())
+            .unwrap()
+            .list()
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resends_old_outbox_and_reenrolls_on_401() {
+    let fake = Shared::default();
+    let base = spawn_fake(fake.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    // A previous run, enrolled with a coordinator that has since lost its database.
+    let state = StateDir::open(dir.path()).unwrap();
+    state
+        .save_credentials(&Credentials {
+            coordinator: base.trim_end_matches('/').to_owned(),
+            worker_id: Uuid::now_v7(),
+            token: "stale".into(),
+        })
+        .unwrap();
+    let outbox = Outbox::open(state.outbox_dir()).unwrap();
+    let old = TaskResult::success(Uuid::now_v7(), json!({"count": 4}));
+    outbox.write(&old).unwrap();
+
+    let (tx, handle) = start(config(&base, dir.path()));
+    wait_for(&fake, "the old result", |f| {
+        f.refused.contains(&old.task_id)
+    })
+    .await;
+    // The refusal is final: the result leaves the outbox.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !outbox.list().unwrap().is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "outbox not emptied");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // New work flows under the new identity.
+    fake.lock().unwrap().queue.push_back(prime_task(0, 100));
+    wait_for(&fake, "a new result", |f| f.accepted.len() == 1).await;
+    assert_eq!(count_of(&fake.lock().unwrap().accepted[0]), 25);
+    assert_eq!(
+        fake.lock().unwrap().enrolls.len(),
+        1,
+        "one re-enrollment for all loops"
+    );
+    stop(tx, handle).await;
+    assert_eq!(state.load_credentials().unwrap().unwrap().token, "token-1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeat_abort_cancels_the_running_unit() {
+    let fake = Shared::default();
+    // Long enough to still be running when the first heartbeats go out.
+    let long = prime_task(0, 200_000_000_000);
+    let short = prime_task(0, 100);
+    {
+        let mut f = fake.lock().unwrap();
+        f.queue.extend([long.clone(), short.clone()]);
+        f.abort.push(long.task_id);
+    }
+    let base = spawn_fake(fake.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (tx, handle) = start(config(&base, dir.path()));
+
+    wait_for(&fake, "the short unit", |f| {
+        f.accepted.iter().any(|r| r.task_id == short.task_id)
+    })
+    .await;
+    {
+        let f = fake.lock().unwrap();
+        assert!(f.accepted.iter().all(|r| r.task_id != long.task_id));
+        let first = &f.heartbeats[0];
+        assert_eq!(first.tasks[0].task_id, long.task_id, "current task first");
+        assert!(
+            first
+                .tasks
+                .iter()
+                .any(|t| t.task_id == short.task_id && t.progress == 0.0)
+        );
+    }
+    stop(tx, handle).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stops_cleanly_while_the_coordinator_is_down() {
+    // A port that nothing listens on.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    drop(listener);
+    let dir = tempfile::tempdir().unwrap();
+    let (tx, handle) = start(config(&base, dir.path()));
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    stop(tx, handle).await;
+    assert!(
+        StateDir::open(dir.path())
+            .unwrap()
+            .load_credentials()
+            .unwrap()
+            .is_none()
+    );
+}
