@@ -86,8 +86,12 @@ pub trait App: Send + Sync + 'static {
     fn plan(&self, params: &Value) -> Result<Box<dyn Plan>, AppError>;
     /// Computes one unit on the current rayon pool (worker side). Checks `ctx` often enough to
     /// stop within a fraction of a second, and reports progress through it.
-    fn compute(&self, params: &Value, unit: &Value, ctx: &ComputeCtx)
-    -> Result<Value, ComputeError>;
+    fn compute(
+        &self,
+        params: &Value,
+        unit: &Value,
+        ctx: &ComputeCtx,
+    ) -> Result<Value, ComputeError>;
     /// Checks that a reported output has the right shape and size for this unit (coordinator
     /// side, before it is stored); an output that fails is counted as a task error.
     fn check_output(&self, params: &Value, unit: &Value, output: &Value) -> Result<(), AppError>;

@@ -20,10 +20,6 @@ impl Span {
         self.end - self.start
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.end <= self.start
-    }
-
     pub fn to_value(self) -> Value {
         serde_json::to_value(self).unwrap_or_default()
     }
@@ -137,9 +133,20 @@ mod tests {
             err.0,
             "prime-count: end (5) must be greater than start (10)"
         );
-        assert!(RangeSplit::new("t", 0, 10, 0).unwrap_err().0.contains("unit_size"));
+        assert!(
+            RangeSplit::new("t", 0, 10, 0)
+                .unwrap_err()
+                .0
+                .contains("unit_size")
+        );
         assert!(RangeSplit::new("t", 0, u64::MAX, 1).is_err());
         let huge = RangeSplit::new("t", 0, u64::MAX, u64::MAX).unwrap();
-        assert_eq!(huge.span(0), Span { start: 0, end: u64::MAX });
+        assert_eq!(
+            huge.span(0),
+            Span {
+                start: 0,
+                end: u64::MAX
+            }
+        );
     }
 }

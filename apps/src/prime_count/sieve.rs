@@ -9,8 +9,8 @@
 //! a segment's length in bytes visit few segments, so they wait in the bucket of the segment of
 //! their next multiple (Oliveira e Silva's bucket sieve) instead of being looked at each time.
 
+use super::wheel::{GAP, INDEX, T, WHEEL, first_multiple, pattern, range_mask};
 use crate::{ComputeCtx, ComputeError};
-use tables::{GAP, INDEX, T, WHEEL};
 
 /// Bytes per segment (32 KiB, 983 040 numbers).
 const SEG_LOG: u32 = 15;
@@ -128,7 +128,9 @@ impl Sieve {
         let base = lo - lo % 30;
         let bytes = (hi - base).div_ceil(30) as usize;
         let segments = bytes.div_ceil(SEG);
-        let used = self.primes.partition_point(|&p| u64::from(p) * u64::from(p) < hi);
+        let used = self
+            .primes
+            .partition_point(|&p| u64::from(p) * u64::from(p) < hi);
         let primes = &self.primes[..used];
         let split = primes.partition_point(|&p| (p as usize) < SEG);
 
@@ -252,7 +254,8 @@ fn cross_small<const R: usize>(seg: &mut [u8], group: &mut [Small]) {
         if w == 0 {
             // ...then whole turns (8 multiples, p bytes) while they fit...
             let off = |k: usize| q * (WHEEL[k] as usize - 1) + T.turn[R][k];
-            let (o1, o2, o3, o4, o5, o6, o7) = (off(1), off(2), off(3), off(4), off(5), off(6), off(7));
+            let (o1, o2, o3, o4, o5, o6, o7) =
+                (off(1), off(2), off(3), off(4), off(5), off(6), off(7));
             while b + o7 < len {
                 seg[b] &= T.mask[R][0];
                 seg[b + o1] &= T.mask[R][1];
@@ -276,44 +279,17 @@ fn cross_small<const R: usize>(seg: &mut [u8], group: &mut [Small]) {
     }
 }
 
-/// Mask keeping the bits of the byte based at `byte_base` whose numbers lie in `[lo, hi)`.
-fn range_mask(byte_base: u64, lo: u64, hi: u64) -> u8 {
-    (0..8)
-        .filter(|&k| (lo..hi).contains(&(byte_base + WHEEL[k])))
-        .fold(0, |m, k| m | (1 << k))
-}
-
-/// The first multiple `p * m` of `p` with `m >= p`, `m` prime to 30 and `p * m >= lo`, and the
-/// wheel position of `m`.
-fn first_multiple(p: u64, lo: u64) -> (u64, usize) {
-    let m = p.max(lo.div_ceil(p));
-    let r = m % 30;
-    let wheel = WHEEL.iter().position(|&w| w >= r).unwrap_or(0);
-    (p * (m - r + WHEEL[wheel]), wheel)
-}
-
-/// One period of the pattern of `primes`: bit `k` of byte `i` is set when `30 i + WHEEL[k]`
-/// has none of them as a factor.
-fn pattern(primes: &[u64]) -> Vec<u8> {
-    let period: u64 = primes.iter().product();
-    let mut pattern = vec![0xff; period as usize];
-    for &p in primes {
-        for n in (p..30 * period).step_by(2 * p as usize) {
-            let k = INDEX[(n % 30) as usize];
-            if k < 8 {
-                pattern[(n / 30) as usize] &= !(1 << k);
-            }
-        }
-    }
-    pattern
-}
-
 fn popcount(bytes: &[u8]) -> u64 {
     let mut words = bytes.chunks_exact(8);
     let whole: u64 = (&mut words)
         .map(|w| u64::from(u64::from_le_bytes(w.try_into().unwrap_or_default()).count_ones()))
         .sum();
-    whole + words.remainder().iter().map(|b| u64::from(b.count_ones())).sum::<u64>()
+    whole
+        + words
+            .remainder()
+            .iter()
+            .map(|b| u64::from(b.count_ones()))
+            .sum::<u64>()
 }
 
 /// Every prime up to `limit` (a plain sieve, for small limits).
@@ -333,57 +309,6 @@ pub fn small_primes(limit: u64) -> Vec<u32> {
         }
     }
     primes
-}
-
-mod tables {
-    //! The mod-30 wheel's constant tables.
-
-    /// The residues prime to 30, in bit order, and the gaps from each to the next.
-    pub const WHEEL: [u64; 8] = [1, 7, 11, 13, 17, 19, 23, 29];
-    pub const GAP: [usize; 8] = [6, 4, 2, 4, 2, 4, 6, 2];
-
-    /// Bit of each residue mod 30 (8 for the residues not prime to 30).
-    pub const INDEX: [u8; 30] = {
-        let mut index = [8u8; 30];
-        let mut k = 0;
-        while k < 8 {
-            index[WHEEL[k] as usize] = k as u8;
-            k += 1;
-        }
-        index
-    };
-
-    /// For a prime `p ≡ WHEEL[r] (mod 30)` and a multiplier `m ≡ WHEEL[w]`:
-    pub struct Tables {
-        /// `mask[r][w]` clears the bit of `p * m`;
-        pub mask: [[u8; 8]; 8],
-        /// going from `m` to the next `m` moves `(p / 30) * GAP[w] + step[r][w]` bytes;
-        pub step: [[usize; 8]; 8],
-        /// and from `m ≡ 1` to `m ≡ WHEEL[k]` (same turn) `(p / 30) * (WHEEL[k] - 1) + turn[r][k]`.
-        pub turn: [[usize; 8]; 8],
-    }
-
-    pub static T: Tables = {
-        let mut t = Tables {
-            mask: [[0; 8]; 8],
-            step: [[0; 8]; 8],
-            turn: [[0; 8]; 8],
-        };
-        let mut r = 0;
-        while r < 8 {
-            let pr = WHEEL[r] as usize;
-            let mut w = 0;
-            while w < 8 {
-                let nr = pr * WHEEL[w] as usize % 30;
-                t.mask[r][w] = !(1u8 << INDEX[nr]);
-                t.step[r][w] = (nr + pr * GAP[w]) / 30;
-                t.turn[r][w] = pr * WHEEL[w] as usize / 30;
-                w += 1;
-            }
-            r += 1;
-        }
-        t
-    };
 }
 
 #[cfg(test)]
@@ -411,53 +336,14 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn wheel_tables_agree_with_arithmetic() {
-        for r in 0..8 {
-            let p = 30 * 5 + WHEEL[r];
-            let mut n = p * 31; // m = 31 ≡ 1: a turn starts here
-            let start = n / 30;
-            for w in 0..8 {
-                let m = n / p;
-                assert_eq!(m % 30, WHEEL[w]);
-                assert_eq!(!T.mask[r][w], 1 << INDEX[(n % 30) as usize]);
-                assert_eq!(n / 30 - start, 5 * (WHEEL[w] - 1) + T.turn[r][w] as u64);
-                let next = n + p * GAP[w] as u64;
-                assert_eq!(next / 30 - n / 30, 5 * GAP[w] as u64 + T.step[r][w] as u64);
-                n = next;
-            }
-            assert_eq!(n / 30 - start, p, "a turn moves p bytes");
-        }
-    }
-
-    #[test]
-    fn patterns_remove_exactly_the_multiples() {
-        let primes = [7, 11];
-        let pattern = pattern(&primes);
-        assert_eq!(pattern.len(), 77);
-        for (i, byte) in pattern.iter().enumerate() {
-            for k in 0..8 {
-                let n = 30 * i as u64 + WHEEL[k];
-                let kept = byte & (1 << k) != 0;
-                assert_eq!(kept, n % 7 != 0 && n % 11 != 0, "{n}");
-            }
-        }
-    }
-
-    #[test]
-    fn first_multiple_skips_multiples_of_2_3_5() {
-        assert_eq!(first_multiple(17, 17), (289, 4));
-        // 17 * 20 = 340 >= 330; the next m prime to 30 is 23.
-        assert_eq!(first_multiple(17, 330), (17 * 23, 6));
-        assert_eq!(first_multiple(17, 17 * 31), (17 * 31, 0));
-        assert_eq!(first_multiple(17, 17 * 30 + 1), (17 * 31, 0));
-    }
-
-    #[test]
     fn small_primes_are_right() {
         assert_eq!(small_primes(30), [2, 3, 5, 7, 11, 13, 17, 19, 23, 29]);
         assert_eq!(small_primes(1_000_000).len(), 78_498);
         assert!(small_primes(1).is_empty());
-        let below: Vec<u64> = small_primes(FIRST_SIEVED).iter().map(|&p| u64::from(p)).collect();
+        let below: Vec<u64> = small_primes(FIRST_SIEVED)
+            .iter()
+            .map(|&p| u64::from(p))
+            .collect();
         assert_eq!(below[..PRESIEVED.len()], PRESIEVED);
         assert_eq!(below[PRESIEVED.len()], FIRST_SIEVED);
     }
