@@ -129,10 +129,17 @@ pub fn names() -> Vec<String> {
     APPS.iter().map(|a| a.name().to_owned()).collect()
 }
 
-/// Parses `params` into an app's typed parameters, with a message that names the app.
+/// Parses `params` into an app's typed parameters, with a message that names the app and the
+/// offending field.
 pub fn parse_params<T: DeserializeOwned>(app: &str, params: &Value) -> Result<T, AppError> {
-    serde_json::from_value(params.clone())
-        .map_err(|e| AppError(format!("{app}: invalid params: {e}")))
+    serde_path_to_error::deserialize(params).map_err(|e| {
+        let path = e.path().to_string();
+        if path == "." {
+            AppError(format!("{app}: invalid params: {}", e.inner()))
+        } else {
+            AppError(format!("{app}: invalid params.{path}: {}", e.inner()))
+        }
+    })
 }
 
 /// Parses a unit or an output, for compute and assembly.

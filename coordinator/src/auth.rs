@@ -57,7 +57,9 @@ fn bearer(parts: &Parts) -> Result<&str, ApiError> {
     let value = parts
         .headers
         .get(axum::http::header::AUTHORIZATION)
-        .ok_or_else(|| ApiError::Unauthorized("missing Authorization: Bearer <token> header".into()))?
+        .ok_or_else(|| {
+            ApiError::Unauthorized("missing Authorization: Bearer <token> header".into())
+        })?
         .to_str()
         .map_err(|_| ApiError::Unauthorized("malformed Authorization header".into()))?;
     value

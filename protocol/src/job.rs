@@ -293,8 +293,9 @@ mod tests {
 
     #[test]
     fn unknown_fields_are_refused() {
-        let err = spec(serde_json::json!({"name": "x", "app": "a", "params": {}, "redundnacy": {}}))
-            .unwrap_err();
+        let err =
+            spec(serde_json::json!({"name": "x", "app": "a", "params": {}, "redundnacy": {}}))
+                .unwrap_err();
         assert!(err.to_string().contains("redundnacy"));
     }
 

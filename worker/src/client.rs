@@ -135,7 +135,7 @@ impl Client {
                 None => return Err(ClientError::Unauthorized),
             }
         }
-        let response = request.send().await.map_err(|e| transport(&url, e))?;
+        let response = request.send().await.map_err(transport)?;
         let status = response.status();
         if status.is_success() {
             return response
@@ -176,10 +176,11 @@ fn classify(status: StatusCode, retry_after: Option<Duration>, body: &str) -> Cl
     }
 }
 
-fn transport(url: &str, e: reqwest::Error) -> ClientError {
+/// A network-level failure (the message names the URL).
+fn transport(e: reqwest::Error) -> ClientError {
     ClientError::Transient {
         retry_after: None,
-        reason: format!("{url}: {}", error_chain(&e)),
+        reason: error_chain(&e),
     }
 }
 

@@ -1,165 +1,17 @@
 //! The runner against a tiny in-process fake coordinator: enrollment, leasing, computing,
 //! reporting through the outbox, re-enrollment on 401, aborts, backoff and shutdown.
 
-use std::collections::{HashSet, VecDeque};
+mod fake_coordinator;
+
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::{IntoResponse, Response};
-use axum::routing::post;
-use axum::{Json, Router};
+use fake_coordinator::{Fake, Shared, spawn_fake};
 use serde_json::{Value, json};
-use sparecycles_protocol::{
-    EnrollRequest, EnrollResponse, ErrorBody, HeartbeatRequest, HeartbeatResponse, LeaseRequest,
-    LeaseResponse, RefusedResult, ReportRequest, ReportResponse, TaskAssignment, TaskResult,
-    now_millis,
-};
+use sparecycles_protocol::{TaskAssignment, TaskResult, now_millis};
 use sparecycles_worker::{Credentials, Outbox, RunConfig, StateDir};
 use tokio::sync::oneshot;
 use uuid::Uuid;
-
-#[derive(Default)]
-struct Fake {
-    enrolls: Vec<EnrollRequest>,
-    tokens: Vec<String>,
-    queue: VecDeque<TaskAssignment>,
-    leased: HashSet<Uuid>,
-    heartbeats: Vec<HeartbeatRequest>,
-    /// Tasks the next heartbeats tell the worker to abort.
-    abort: Vec<Uuid>,
-    accepted: Vec<TaskResult>,
-    refused: Vec<Uuid>,
-    /// Report calls to answer with 503 before accepting any.
-    failing_reports: usize,
-    report_calls: usize,
-}
-
-type Shared = Arc<Mutex<Fake>>;
-
-fn problem(status: StatusCode, detail: &str) -> Response {
-    let body = ErrorBody {
-        kind: "about:blank".into(),
-        title: status.canonical_reason().unwrap_or("").into(),
-        status: status.as_u16(),
-        detail: detail.into(),
-    };
-    (
-        status,
-        [(header::CONTENT_TYPE, "application/problem+json")],
-        serde_json::to_string(&body).unwrap(),
-    )
-        .into_response()
-}
-
-fn authorized(fake: &Fake, headers: &HeaderMap) -> bool {
-    let Some(value) = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-    else {
-        return false;
-    };
-    fake.tokens.iter().any(|t| value == format!("Bearer {t}"))
-}
-
-async fn enroll(State(fake): State<Shared>, Json(req): Json<EnrollRequest>) -> Response {
-    let mut fake = fake.lock().unwrap();
-    fake.enrolls.push(req);
-    let token = format!("token-{}", fake.enrolls.len());
-    fake.tokens.push(token.clone());
-    let answer = EnrollResponse {
-        worker_id: Uuid::now_v7(),
-        token,
-    };
-    (StatusCode::CREATED, Json(answer)).into_response()
-}
-
-async fn lease(
-    State(fake): State<Shared>,
-    headers: HeaderMap,
-    Json(req): Json<LeaseRequest>,
-) -> Response {
-    let mut fake = fake.lock().unwrap();
-    if !authorized(&fake, &headers) {
-        return problem(StatusCode::UNAUTHORIZED, "unknown worker token");
-    }
-    let n = (req.max_tasks as usize).min(fake.queue.len());
-    let tasks: Vec<TaskAssignment> = fake.queue.drain(..n).collect();
-    fake.leased.extend(tasks.iter().map(|t| t.task_id));
-    Json(LeaseResponse { tasks }).into_response()
-}
-
-async fn heartbeat(
-    State(fake): State<Shared>,
-    headers: HeaderMap,
-    Json(req): Json<HeartbeatRequest>,
-) -> Response {
-    let mut fake = fake.lock().unwrap();
-    if !authorized(&fake, &headers) {
-        return problem(StatusCode::UNAUTHORIZED, "unknown worker token");
-    }
-    let abort = req
-        .tasks
-        .iter()
-        .map(|t| t.task_id)
-        .filter(|id| fake.abort.contains(id))
-        .collect();
-    fake.heartbeats.push(req);
-    Json(HeartbeatResponse { abort }).into_response()
-}
-
-async fn report(
-    State(fake): State<Shared>,
-    headers: HeaderMap,
-    Json(req): Json<ReportRequest>,
-) -> Response {
-    let mut fake = fake.lock().unwrap();
-    fake.report_calls += 1;
-    if !authorized(&fake, &headers) {
-        return problem(StatusCode::UNAUTHORIZED, "unknown worker token");
-    }
-    if fake.failing_reports > 0 {
-        fake.failing_reports -= 1;
-        let mut response = problem(StatusCode::SERVICE_UNAVAILABLE, "database busy");
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, "0".parse().unwrap());
-        return response;
-    }
-    let mut answer = ReportResponse {
-        accepted: vec![],
-        refused: vec![],
-    };
-    for result in req.results {
-        if fake.leased.remove(&result.task_id) {
-            answer.accepted.push(result.task_id);
-            fake.accepted.push(result);
-        } else {
-            fake.refused.push(result.task_id);
-            answer.refused.push(RefusedResult {
-                task_id: result.task_id,
-                reason: "not a task of this worker".into(),
-            });
-        }
-    }
-    Json(answer).into_response()
-}
-
-/// Starts the fake coordinator on a free port; returns its base URL.
-async fn spawn_fake(fake: Shared) -> String {
-    let app = Router::new()
-        .route("/api/v1/workers/enroll", post(enroll))
-        .route("/api/v1/work/lease", post(lease))
-        .route("/api/v1/work/heartbeat", post(heartbeat))
-        .route("/api/v1/work/report", post(report))
-        .with_state(fake);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    format!("http://{addr}/")
-}
 
 /// A prime-count task over `[start, end)` as one unit.
 fn prime_task(start: u64, end: u64) -> TaskAssignment {
@@ -331,6 +183,33 @@ async fn resends_old_outbox_and_reenrolls_on_401() {
     );
     stop(tx, handle).await;
     assert_eq!(state.load_credentials().unwrap().unwrap().token, "token-1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_result_the_coordinator_cannot_take_does_not_block_the_others() {
+    let fake = Shared::default();
+    let base = spawn_fake(fake.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let state = StateDir::open(dir.path()).unwrap();
+    let outbox = Outbox::open(state.outbox_dir()).unwrap();
+    let olds: Vec<TaskResult> = (0..5)
+        .map(|i| TaskResult::success(Uuid::now_v7(), json!({"count": i})))
+        .collect();
+    for r in &olds {
+        outbox.write(r).unwrap();
+    }
+    let poison = olds[3].task_id;
+    fake.lock().unwrap().poison = Some(poison);
+
+    let (tx, handle) = start(config(&base, dir.path()));
+    wait_for(&fake, "the other results", |f| f.refused.len() == 4).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !outbox.list().unwrap().is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "poison result kept");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!fake.lock().unwrap().refused.contains(&poison));
+    stop(tx, handle).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -33,10 +33,10 @@ CREATE TABLE units (
     seq            INTEGER NOT NULL,
     state          TEXT NOT NULL,              -- open | done | failed
     canonical_task TEXT,
-    dirty          INTEGER NOT NULL DEFAULT 0, -- 1: the transitioner must look at it
+    dirty          INTEGER NOT NULL DEFAULT 0, -- changes since the transitioner last looked; 0 = none
     UNIQUE (job_id, seq)
 );
-CREATE INDEX units_dirty ON units (dirty) WHERE dirty = 1;
+CREATE INDEX units_dirty ON units (dirty) WHERE dirty > 0;
 
 CREATE TABLE tasks (
     id          TEXT PRIMARY KEY NOT NULL,

@@ -23,7 +23,9 @@ pub struct Download {
 async fn fail(resp: reqwest::Response) -> anyhow::Error {
     let status = resp.status();
     match resp.json::<ErrorBody>().await {
-        Ok(body) => anyhow::anyhow!("{}", body.detail).context(format!("coordinator answered {status}")),
+        Ok(body) => {
+            anyhow::anyhow!("{}", body.detail).context(format!("coordinator answered {status}"))
+        }
         Err(_) => anyhow::anyhow!("coordinator answered {status}"),
     }
 }

@@ -19,10 +19,22 @@ use crate::{Settings, open_state, serve};
 
 /// The example specs, embedded so the demo runs from anywhere.
 pub const DEMO_SPECS: [(&str, &str); 4] = [
-    ("prime-count.toml", include_str!("../../../job-specs/prime-count.toml")),
-    ("collatz.toml", include_str!("../../../job-specs/collatz.toml")),
-    ("monte-carlo-pi.toml", include_str!("../../../job-specs/monte-carlo-pi.toml")),
-    ("mandelbrot.toml", include_str!("../../../job-specs/mandelbrot.toml")),
+    (
+        "prime-count.toml",
+        include_str!("../../../job-specs/prime-count.toml"),
+    ),
+    (
+        "collatz.toml",
+        include_str!("../../../job-specs/collatz.toml"),
+    ),
+    (
+        "monte-carlo-pi.toml",
+        include_str!("../../../job-specs/monte-carlo-pi.toml"),
+    ),
+    (
+        "mandelbrot.toml",
+        include_str!("../../../job-specs/mandelbrot.toml"),
+    ),
 ];
 
 #[derive(Debug, clap::Args)]
@@ -42,14 +54,20 @@ pub struct DemoArgs {
 }
 
 pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
-    anyhow::ensure!((1..=64).contains(&args.workers), "--workers must be 1 to 64");
+    anyhow::ensure!(
+        (1..=64).contains(&args.workers),
+        "--workers must be 1 to 64"
+    );
     let started = Instant::now();
     let token = admin_token(&args.data_dir, None)?;
     let (state, store) = open_state(&args.data_dir, token.clone(), Settings::default()).await?;
     let listener = match tokio::net::TcpListener::bind(args.listen).await {
         Ok(l) => l,
         Err(e) => {
-            println!("{} is not available ({e}); using a free port instead", args.listen);
+            println!(
+                "{} is not available ({e}); using a free port instead",
+                args.listen
+            );
             tokio::net::TcpListener::bind((args.listen.ip(), 0)).await?
         }
     };
@@ -58,7 +76,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     println!("SpareCycles demo");
     println!("  dashboard:   {url}/");
     println!("  data dir:    {}", args.data_dir.display());
-    println!("  admin token: in {}", args.data_dir.join("admin.token").display());
+    println!(
+        "  admin token: in {}",
+        args.data_dir.join("admin.token").display()
+    );
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = |mut rx: watch::Receiver<bool>| async move {
@@ -66,18 +87,29 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     };
     let server = tokio::spawn(serve(listener, state, stopped(stop_rx.clone())));
 
-    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
     let cores = (cpus / args.workers).max(1);
     let mut workers = Vec::new();
     for i in 0..args.workers {
         let config = sparecycles_worker::RunConfig {
             name: format!("demo-worker-{}", i + 1),
             cores,
-            ..sparecycles_worker::RunConfig::new(&url, args.data_dir.join(format!("worker-{}", i + 1)))
+            ..sparecycles_worker::RunConfig::new(
+                &url,
+                args.data_dir.join(format!("worker-{}", i + 1)),
+            )
         };
-        workers.push(tokio::spawn(sparecycles_worker::run(config, stopped(stop_rx.clone()))));
+        workers.push(tokio::spawn(sparecycles_worker::run(
+            config,
+            stopped(stop_rx.clone()),
+        )));
     }
-    println!("  workers:     {} local, {cores} core(s) each", args.workers);
+    println!(
+        "  workers:     {} local, {cores} core(s) each",
+        args.workers
+    );
 
     let client = ApiClient::new(&url, token.expose())?;
     let bars = MultiProgress::new();
@@ -104,7 +136,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         started.elapsed().as_secs_f64()
     );
     if !args.exit {
-        println!("Still serving: dashboard at {url}/ ; submit more with `coordinator submit --coordinator {url} --data-dir {} FILE`. Ctrl-C stops.", args.data_dir.display());
+        println!(
+            "Still serving: dashboard at {url}/ ; submit more with `coordinator submit --coordinator {url} --data-dir {} FILE`. Ctrl-C stops.",
+            args.data_dir.display()
+        );
         super::shutdown_signal().await;
     }
     let _ = stop_tx.send(true);
@@ -115,12 +150,21 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     }
     server.await??;
     store.close().await;
-    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 async fn report(client: &ApiClient, job: &JobView, dir: &std::path::Path) -> anyhow::Result<()> {
     if job.state != JobState::Completed {
-        println!("  {}: {} ({})", job.name, job.state, job.error.as_deref().unwrap_or(""));
+        println!(
+            "  {}: {} ({})",
+            job.name,
+            job.state,
+            job.error.as_deref().unwrap_or("")
+        );
         return Ok(());
     }
     let result = client.result(job.id).await?;

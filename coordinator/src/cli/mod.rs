@@ -16,7 +16,11 @@ pub use client::ApiClient;
 pub const DEFAULT_URL: &str = "http://127.0.0.1:8080";
 
 #[derive(Debug, Parser)]
-#[command(name = "coordinator", version, about = "SpareCycles coordinator: turns idle PCs into one computer")]
+#[command(
+    name = "coordinator",
+    version,
+    about = "SpareCycles coordinator: turns idle PCs into one computer"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -69,7 +73,10 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing();
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

@@ -25,7 +25,10 @@ pub struct ServeArgs {
 /// The admin token: given, or kept in `dir/admin.token` (generated and printed once).
 pub fn admin_token(dir: &Path, given: Option<String>) -> anyhow::Result<Secret> {
     if let Some(t) = given {
-        anyhow::ensure!(t.len() >= 16, "the admin token must be at least 16 characters");
+        anyhow::ensure!(
+            t.len() >= 16,
+            "the admin token must be at least 16 characters"
+        );
         return Ok(Secret::new(t));
     }
     let path = dir.join("admin.token");

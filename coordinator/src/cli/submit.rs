@@ -8,8 +8,8 @@ use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use sparecycles_protocol::{JobSpec, JobState, JobView};
 
-use super::client::{ApiClient, Download};
 use super::Connection;
+use super::client::{ApiClient, Download};
 
 #[derive(Debug, clap::Args)]
 pub struct SubmitArgs {
@@ -27,9 +27,13 @@ pub struct SubmitArgs {
 
 /// Reads a spec file, with errors that name the file and the problem.
 pub fn read_spec(path: &Path) -> anyhow::Result<JobSpec> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    parse_spec(&text, path.extension().and_then(|e| e.to_str()) == Some("json"))
-        .with_context(|| format!("{} is not a valid job spec", path.display()))
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    parse_spec(
+        &text,
+        path.extension().and_then(|e| e.to_str()) == Some("json"),
+    )
+    .with_context(|| format!("{} is not a valid job spec", path.display()))
 }
 
 /// Parses a spec from TOML (or JSON).
@@ -45,7 +49,10 @@ pub async fn run(args: SubmitArgs) -> anyhow::Result<ExitCode> {
     let spec = read_spec(&args.file)?;
     let client = ApiClient::new(&args.conn.coordinator, &args.conn.token()?)?;
     let job = client.submit(&spec).await?;
-    println!("submitted job {} ({}, {} units)", job.id, job.name, job.units.total);
+    println!(
+        "submitted job {} ({}, {} units)",
+        job.id, job.name, job.units.total
+    );
     if !args.wait {
         return Ok(ExitCode::SUCCESS);
     }
@@ -76,7 +83,11 @@ pub async fn follow(client: ApiClient, job: JobView, bar: ProgressBar) -> anyhow
 }
 
 /// Prints or saves the result of an ended job; exit code 1 if it did not complete.
-pub async fn finish(client: &ApiClient, job: &JobView, output: Option<&Path>) -> anyhow::Result<ExitCode> {
+pub async fn finish(
+    client: &ApiClient,
+    job: &JobView,
+    output: Option<&Path>,
+) -> anyhow::Result<ExitCode> {
     if job.state != JobState::Completed {
         eprintln!(
             "job {} {}: {}",
@@ -95,13 +106,22 @@ pub async fn finish(client: &ApiClient, job: &JobView, output: Option<&Path>) ->
 }
 
 /// Saves a result where asked, or next to the caller if it is not JSON; returns the path.
-pub fn save(result: &Download, name: &str, output: Option<&Path>) -> anyhow::Result<Option<PathBuf>> {
+pub fn save(
+    result: &Download,
+    name: &str,
+    output: Option<&Path>,
+) -> anyhow::Result<Option<PathBuf>> {
     let path = match output {
         Some(p) => p.to_path_buf(),
         None if result.content_type.starts_with("application/json") => return Ok(None),
-        None => PathBuf::from(format!("{}.{}", file_stem(name), extension(&result.content_type))),
+        None => PathBuf::from(format!(
+            "{}.{}",
+            file_stem(name),
+            extension(&result.content_type)
+        )),
     };
-    std::fs::write(&path, &result.body).with_context(|| format!("cannot write {}", path.display()))?;
+    std::fs::write(&path, &result.body)
+        .with_context(|| format!("cannot write {}", path.display()))?;
     Ok(Some(path))
 }
 
@@ -117,7 +137,13 @@ fn extension(content_type: &str) -> &'static str {
 fn file_stem(name: &str) -> String {
     let s: String = name
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
         .collect();
     if s.is_empty() { "result".into() } else { s }
 }

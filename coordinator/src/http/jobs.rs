@@ -21,7 +21,9 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route(
             "/api/v1/jobs",
-            get(list).post(create).layer(DefaultBodyLimit::max(SPEC_BODY_LIMIT)),
+            get(list)
+                .post(create)
+                .layer(DefaultBodyLimit::max(SPEC_BODY_LIMIT)),
         )
         .route("/api/v1/jobs/{id}", get(show))
         .route("/api/v1/jobs/{id}/result", get(result))
@@ -31,9 +33,12 @@ pub fn router() -> Router<AppState> {
 }
 
 /// Checks a spec completely (common fields and the app's parameters) without storing anything.
-pub fn check_spec(spec: &JobSpec) -> Result<(NewJob, std::sync::Arc<dyn sparecycles_apps::Plan>), ApiError> {
-    let (redundancy, timeout_secs, priority) =
-        spec.check_common().map_err(|e| ApiError::Unprocessable(e.0))?;
+pub fn check_spec(
+    spec: &JobSpec,
+) -> Result<(NewJob, std::sync::Arc<dyn sparecycles_apps::Plan>), ApiError> {
+    let (redundancy, timeout_secs, priority) = spec
+        .check_common()
+        .map_err(|e| ApiError::Unprocessable(e.0))?;
     let app = sparecycles_apps::find(&spec.app).ok_or_else(|| {
         ApiError::Unprocessable(format!(
             "unknown app {:?}; this coordinator runs: {}",
@@ -122,7 +127,10 @@ async fn show(
     Ok(Json(view(&row, in_progress)))
 }
 
-async fn result(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+async fn result(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
     let row = load(&state, &id).await?;
     if row.state != JobState::Completed {
         let why = match &row.error {
@@ -134,11 +142,9 @@ async fn result(State(state): State<AppState>, Path(id): Path<String>) -> Result
         };
         return Err(ApiError::Conflict(why));
     }
-    let (content_type, body) = state
-        .store()
-        .job_result(row.id)
-        .await?
-        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("completed job {} has no result", row.id)))?;
+    let (content_type, body) = state.store().job_result(row.id).await?.ok_or_else(|| {
+        ApiError::Internal(anyhow::anyhow!("completed job {} has no result", row.id))
+    })?;
     Ok(([(header::CONTENT_TYPE, content_type)], body).into_response())
 }
 
@@ -159,7 +165,10 @@ async fn transition(
             "job is {}; it can be {} only when {}",
             row.state,
             to,
-            from.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" or ")
+            from.iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(" or ")
         )));
     }
     tracing::info!(job = %id, state = %to, "job state changed by admin");
@@ -185,7 +194,13 @@ async fn pause(
     _admin: Admin,
     Path(id): Path<String>,
 ) -> Result<Json<JobView>, ApiError> {
-    transition(&state, &id, &[JobState::Queued, JobState::Running], JobState::Paused).await
+    transition(
+        &state,
+        &id,
+        &[JobState::Queued, JobState::Running],
+        JobState::Paused,
+    )
+    .await
 }
 
 async fn resume(
@@ -223,4 +238,3 @@ pub fn view(row: &JobRow, in_progress: u64) -> JobView {
             .flatten(),
     }
 }
-

@@ -22,7 +22,10 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(ready))
         .fallback(|| async { error::problem(StatusCode::NOT_FOUND, "no such route") })
         .method_not_allowed_fallback(|| async {
-            error::problem(StatusCode::METHOD_NOT_ALLOWED, "method not allowed on this route")
+            error::problem(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method not allowed on this route",
+            )
         })
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)

@@ -97,7 +97,10 @@ async fn enroll(
         )
         .await?;
     tracing::info!(worker = %worker_id, name = %req.name, cores = req.cores, "worker enrolled");
-    Ok((StatusCode::CREATED, Json(EnrollResponse { worker_id, token })))
+    Ok((
+        StatusCode::CREATED,
+        Json(EnrollResponse { worker_id, token }),
+    ))
 }
 
 async fn list_workers(
@@ -189,7 +192,10 @@ async fn heartbeat(
         ));
     }
     let ids: Vec<Uuid> = req.tasks.iter().map(|t| t.task_id).collect();
-    let abort = state.store().heartbeat(worker.id, &ids, now_millis()).await?;
+    let abort = state
+        .store()
+        .heartbeat(worker.id, &ids, now_millis())
+        .await?;
     Ok(Json(HeartbeatResponse { abort }))
 }
 
@@ -259,7 +265,9 @@ async fn report(
                 match info.app.check_output(&info.params, &unit, output) {
                     Ok(()) => Outcome::Success(output.clone()),
                     // A malformed output is the worker's error, not a refusal: it counts.
-                    Err(e) => Outcome::Error(truncate(&format!("invalid output: {e}"), MAX_ERROR_BYTES)),
+                    Err(e) => {
+                        Outcome::Error(truncate(&format!("invalid output: {e}"), MAX_ERROR_BYTES))
+                    }
                 }
             }
         };
@@ -297,4 +305,3 @@ fn truncate(s: &str, max: usize) -> String {
     }
     format!("{}…", &s[..end])
 }
-

@@ -35,7 +35,11 @@ pub async fn assemble_job(state: &AppState, job: &JobRow) -> anyhow::Result<()> 
             }
             if let Err(e) = assembler.push(*seq, output) {
                 store
-                    .fail_job(job.id, &format!("assembly failed at unit {seq}: {e}"), now_millis())
+                    .fail_job(
+                        job.id,
+                        &format!("assembly failed at unit {seq}: {e}"),
+                        now_millis(),
+                    )
                     .await?;
                 return Ok(());
             }

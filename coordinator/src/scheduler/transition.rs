@@ -56,6 +56,7 @@ pub async fn pass(state: &AppState) -> anyhow::Result<()> {
                 unit_id: unit.unit_id,
                 job_id: unit.job_id,
                 seq: unit.seq,
+                changes: unit.changes,
                 credit: info.plan.unit_work(unit.seq),
                 decision,
             });

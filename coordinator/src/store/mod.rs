@@ -135,6 +135,8 @@ pub struct DirtyUnit {
     pub job_id: Uuid,
     pub seq: u64,
     pub open: bool,
+    /// The unit's change counter when read; the verdict clears it only if nothing changed since.
+    pub changes: i64,
     pub tasks: Vec<TaskSnapshot>,
 }
 
@@ -144,6 +146,8 @@ pub struct UnitVerdict {
     pub unit_id: Uuid,
     pub job_id: Uuid,
     pub seq: u64,
+    /// [`DirtyUnit::changes`] as read.
+    pub changes: i64,
     pub decision: Decision,
     /// Credit each valid result earns (the app's declared work for the unit).
     pub credit: f64,

@@ -15,7 +15,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
 };
-use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection, SqlStr};
+use sqlx::{QueryBuilder, Row, SqlStr, Sqlite, SqliteConnection};
 use uuid::Uuid;
 
 use super::{
@@ -178,7 +178,8 @@ async fn materialize(
         .map(|seq| (Uuid::now_v7().to_string(), seq as i64))
         .collect();
     for chunk in units.chunks(INSERT_CHUNK) {
-        let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new("INSERT INTO units (id, job_id, seq, state) ");
+        let mut qb: QueryBuilder<Sqlite> =
+            QueryBuilder::new("INSERT INTO units (id, job_id, seq, state) ");
         qb.push_values(chunk, |mut b, (id, seq)| {
             b.push_bind(id.clone())
                 .push_bind(job.clone())
@@ -368,10 +369,12 @@ impl Store for SqliteStore {
         .await?
         .rows_affected();
         if changed > 0 && to == JobState::Canceled {
-            sqlx::query("UPDATE tasks SET state = 'aborted' WHERE job_id = ?1 AND state = 'unsent'")
-                .bind(id.to_string())
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(
+                "UPDATE tasks SET state = 'aborted' WHERE job_id = ?1 AND state = 'unsent'",
+            )
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await?;
         }
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"
@@ -414,7 +417,8 @@ impl Store for SqliteStore {
         let rows = sqlx::query("SELECT * FROM workers ORDER BY created_at")
             .fetch_all(&self.reader)
             .await?;
-        let mut workers: Vec<WorkerRow> = rows.iter().map(worker_from_row).collect::<Result<_, _>>()?;
+        let mut workers: Vec<WorkerRow> =
+            rows.iter().map(worker_from_row).collect::<Result<_, _>>()?;
         let counts = sqlx::query(
             "SELECT worker_id, COUNT(*) AS n FROM tasks WHERE state = 'leased' GROUP BY worker_id",
         )
@@ -510,8 +514,15 @@ impl Store for SqliteStore {
         .bind(worker.to_string())
         .fetch_all(&self.reader)
         .await?;
-        let keep: Vec<Uuid> = rows.iter().map(|r| uuid_col(r, "id")).collect::<Result<_, _>>()?;
-        Ok(tasks.iter().filter(|t| !keep.contains(t)).copied().collect())
+        let keep: Vec<Uuid> = rows
+            .iter()
+            .map(|r| uuid_col(r, "id"))
+            .collect::<Result<_, _>>()?;
+        Ok(tasks
+            .iter()
+            .filter(|t| !keep.contains(t))
+            .copied()
+            .collect())
     }
 
     async fn report_targets(&self, tasks: &[Uuid]) -> StoreResult<Vec<ReportTarget>> {
@@ -570,7 +581,7 @@ impl Store for SqliteStore {
             .fetch_optional(&mut *tx)
             .await?;
             if let Some(unit) = unit {
-                sqlx::query("UPDATE units SET dirty = 1 WHERE id = ?1")
+                sqlx::query("UPDATE units SET dirty = dirty + 1 WHERE id = ?1")
                     .bind(unit)
                     .execute(&mut *tx)
                     .await?;
@@ -610,10 +621,12 @@ impl Store for SqliteStore {
                 *per_worker.entry(w).or_default() += 1;
             }
         }
-        sqlx::query("UPDATE units SET dirty = 1 WHERE id IN (SELECT value FROM json_each(?1))")
-            .bind(id_list(&units))
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "UPDATE units SET dirty = dirty + 1 WHERE id IN (SELECT value FROM json_each(?1))",
+        )
+        .bind(id_list(&units))
+        .execute(&mut *tx)
+        .await?;
         for (w, n) in per_worker {
             sqlx::query("UPDATE workers SET timeouts = timeouts + ?1 WHERE id = ?2")
                 .bind(n)
@@ -627,8 +640,8 @@ impl Store for SqliteStore {
 
     async fn dirty_units(&self, limit: u32) -> StoreResult<Vec<DirtyUnit>> {
         let units = sqlx::query(
-            "SELECT u.id, u.job_id, u.seq, u.state, j.state AS job_state FROM units u \
-             JOIN jobs j ON j.id = u.job_id WHERE u.dirty = 1 LIMIT ?1",
+            "SELECT u.id, u.job_id, u.seq, u.state, u.dirty, j.state AS job_state FROM units u \
+             JOIN jobs j ON j.id = u.job_id WHERE u.dirty > 0 LIMIT ?1",
         )
         .bind(limit as i64)
         .fetch_all(&self.writer)
@@ -648,6 +661,7 @@ impl Store for SqliteStore {
                 job_id: uuid_col(r, "job_id")?,
                 seq: r.try_get::<i64, _>("seq")? as u64,
                 open: state == "open" && !job_state(&js)?.is_final(),
+                changes: r.try_get("dirty")?,
                 tasks: Vec::new(),
             });
         }
@@ -688,8 +702,10 @@ impl Store for SqliteStore {
             let job = v.job_id.to_string();
             match &v.decision {
                 Decision::Pending { new_tasks } => {
-                    sqlx::query("UPDATE units SET dirty = 0 WHERE id = ?1")
+                    // A result that arrived after the snapshot keeps the unit marked.
+                    sqlx::query("UPDATE units SET dirty = 0 WHERE id = ?1 AND dirty = ?2")
                         .bind(&unit)
+                        .bind(v.changes)
                         .execute(&mut *tx)
                         .await?;
                     if *new_tasks > 0 {
@@ -700,11 +716,13 @@ impl Store for SqliteStore {
                             now,
                         )
                         .await?;
-                        sqlx::query("UPDATE jobs SET tasks_created = tasks_created + ?1 WHERE id = ?2")
-                            .bind(*new_tasks as i64)
-                            .bind(&job)
-                            .execute(&mut *tx)
-                            .await?;
+                        sqlx::query(
+                            "UPDATE jobs SET tasks_created = tasks_created + ?1 WHERE id = ?2",
+                        )
+                        .bind(*new_tasks as i64)
+                        .bind(&job)
+                        .execute(&mut *tx)
+                        .await?;
                     }
                 }
                 Decision::Valid {
@@ -787,10 +805,12 @@ impl Store for SqliteStore {
                     .bind(&job)
                     .execute(&mut *tx)
                     .await?;
-                    sqlx::query("UPDATE tasks SET state = 'aborted' WHERE job_id = ?1 AND state = 'unsent'")
-                        .bind(&job)
-                        .execute(&mut *tx)
-                        .await?;
+                    sqlx::query(
+                        "UPDATE tasks SET state = 'aborted' WHERE job_id = ?1 AND state = 'unsent'",
+                    )
+                    .bind(&job)
+                    .execute(&mut *tx)
+                    .await?;
                 }
             }
         }
@@ -827,7 +847,8 @@ impl Store for SqliteStore {
             .map(|r| {
                 let seq = r.try_get::<i64, _>("seq")? as u64;
                 let out: Option<String> = r.try_get("output")?;
-                let out = out.ok_or_else(|| StoreError::Corrupt(format!("unit {seq}: no output")))?;
+                let out =
+                    out.ok_or_else(|| StoreError::Corrupt(format!("unit {seq}: no output")))?;
                 let v = serde_json::from_str(&out)
                     .map_err(|e| StoreError::Corrupt(format!("unit {seq}: {e}")))?;
                 Ok((seq, v))

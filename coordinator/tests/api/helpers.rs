@@ -76,7 +76,11 @@ impl Coordinator {
             let mut tx = Some(tx);
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if let Some(rest) = line.split("listening on http://").nth(1) {
-                    let addr = rest.split_whitespace().next().unwrap_or_default().to_owned();
+                    let addr = rest
+                        .split_whitespace()
+                        .next()
+                        .unwrap_or_default()
+                        .to_owned();
                     if let Some(tx) = tx.take() {
                         let _ = tx.send(addr);
                     }
@@ -118,7 +122,9 @@ impl Coordinator {
                     *self = c;
                     return;
                 }
-                Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(200)),
+                Err(_) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(200))
+                }
                 Err(e) => std::panic::resume_unwind(e),
             }
         }
@@ -142,7 +148,11 @@ impl Coordinator {
 impl Drop for Coordinator {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            eprintln!("--- coordinator log ({}) ---\n{}", self.log.display(), tail(&self.log));
+            eprintln!(
+                "--- coordinator log ({}) ---\n{}",
+                self.log.display(),
+                tail(&self.log)
+            );
         }
         self.kill();
     }
@@ -186,7 +196,11 @@ impl Worker {
 impl Drop for Worker {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            eprintln!("--- worker log ({}) ---\n{}", self.log.display(), tail(&self.log));
+            eprintln!(
+                "--- worker log ({}) ---\n{}",
+                self.log.display(),
+                tail(&self.log)
+            );
         }
         self.kill();
     }
@@ -221,12 +235,22 @@ impl Api {
             .send()
             .await
             .expect("submit");
-        assert_eq!(resp.status(), 201, "submit refused: {}", resp.text().await.unwrap_or_default());
+        assert_eq!(
+            resp.status(),
+            201,
+            "submit refused: {}",
+            resp.text().await.unwrap_or_default()
+        );
         resp.json().await.expect("job view")
     }
 
     /// POSTs raw JSON with a token; returns status and parsed body.
-    pub async fn post_raw(&self, path: &str, token: Option<&str>, body: &str) -> (u16, String, Value) {
+    pub async fn post_raw(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        body: &str,
+    ) -> (u16, String, Value) {
         let mut req = self
             .http
             .post(format!("{}{path}", self.url))
@@ -244,7 +268,11 @@ impl Api {
             .unwrap_or_default()
             .to_owned();
         let text = resp.text().await.unwrap_or_default();
-        (status, ct, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+        (
+            status,
+            ct,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
     }
 
     pub async fn job(&self, id: Uuid) -> JobView {
@@ -275,13 +303,17 @@ impl Api {
     pub async fn wait(&self, id: Uuid, timeout: Duration) -> JobView {
         let deadline = Instant::now() + timeout;
         loop {
-            if let Ok(resp) = self.http.get(format!("{}/api/v1/jobs/{id}", self.url)).send().await {
-                if let Ok(job) = resp.json::<JobView>().await {
-                    if job.state.is_final() {
-                        return job;
-                    }
-                    assert!(Instant::now() < deadline, "job did not end in time: {job:?}");
-                }
+            let job = match self
+                .http
+                .get(format!("{}/api/v1/jobs/{id}", self.url))
+                .send()
+                .await
+            {
+                Ok(resp) => resp.json::<JobView>().await.ok(),
+                Err(_) => None, // the coordinator may be restarting
+            };
+            if let Some(job) = job.filter(|j| j.state.is_final()) {
+                return job;
             }
             assert!(Instant::now() < deadline, "job {id} did not end in time");
             tokio::time::sleep(Duration::from_millis(200)).await;
@@ -296,7 +328,10 @@ impl Api {
             if job.units.done >= n || job.state.is_final() {
                 return job;
             }
-            assert!(Instant::now() < deadline, "job did not reach {n} units: {job:?}");
+            assert!(
+                Instant::now() < deadline,
+                "job did not reach {n} units: {job:?}"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -320,7 +355,10 @@ impl Api {
             .await
             .expect("result");
         assert_eq!(resp.status(), 200);
-        let ct = resp.headers()["content-type"].to_str().unwrap_or_default().to_owned();
+        let ct = resp.headers()["content-type"]
+            .to_str()
+            .unwrap_or_default()
+            .to_owned();
         (ct, resp.bytes().await.expect("body").to_vec())
     }
 

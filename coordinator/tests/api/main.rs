@@ -114,7 +114,9 @@ async fn mandelbrot_job_returns_the_right_png() {
         "scale": 3.0, "max_iter": 200, "tile": 64
     });
     let job = api
-        .submit(&spec(json!({"name": "mandel", "app": "mandelbrot", "params": params.clone()})))
+        .submit(&spec(
+            json!({"name": "mandel", "app": "mandelbrot", "params": params.clone()}),
+        ))
         .await;
     let done = api.wait(job.id, LONG).await;
     assert_eq!(done.state, JobState::Completed, "{done:?}");
@@ -126,7 +128,9 @@ async fn mandelbrot_job_returns_the_right_png() {
     let plan = app.plan(&params).unwrap();
     let mut asm = app.assembler(&params).unwrap();
     for seq in 0..plan.unit_count() {
-        let out = app.compute(&params, &plan.unit(seq), &ComputeCtx::new()).unwrap();
+        let out = app
+            .compute(&params, &plan.unit(seq), &ComputeCtx::new())
+            .unwrap();
         asm.push(seq, &out).unwrap();
     }
     let expected = asm.finish().unwrap();
@@ -165,7 +169,10 @@ async fn a_killed_worker_s_tasks_time_out_and_the_job_ends_correct() {
     .fetch_one(&pool)
     .await
     .unwrap();
-    assert!(timed_out >= 1, "the killed worker held no lease when it died");
+    assert!(
+        timed_out >= 1,
+        "the killed worker held no lease when it died"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -187,7 +194,10 @@ async fn a_coordinator_restart_mid_job_loses_nothing() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     c.restart();
     let after_restart = api.job(job.id).await;
-    assert!(after_restart.units.done >= before.units.done, "finished units were lost");
+    assert!(
+        after_restart.units.done >= before.units.done,
+        "finished units were lost"
+    );
     let done = api.wait(job.id, LONG).await;
     assert_eq!(done.state, JobState::Completed, "{done:?}");
     assert_eq!(api.result_json(job.id).await, json!({"count": 21_336_326}));
@@ -209,7 +219,10 @@ async fn the_demo_runs_every_job_spec_to_the_right_answer() {
         "demo failed: {stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(stdout.contains("dashboard:   http://127.0.0.1:"), "{stdout}");
+    assert!(
+        stdout.contains("dashboard:   http://127.0.0.1:"),
+        "{stdout}"
+    );
     assert!(stdout.contains("{\"count\":50847534}"), "{stdout}");
     assert!(stdout.contains("\"argmax\":8400511"), "{stdout}");
     assert!(stdout.contains("\"max_steps\":685"), "{stdout}");
@@ -224,7 +237,11 @@ async fn dashboard_and_health_are_served() {
     let page = http.get(format!("{}/", c.url)).send().await.unwrap();
     assert_eq!(page.status(), 200);
     assert!(page.text().await.unwrap().contains("SpareCycles"));
-    let js = http.get(format!("{}/assets/app.js", c.url)).send().await.unwrap();
+    let js = http
+        .get(format!("{}/assets/app.js", c.url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(js.status(), 200);
     for path in ["/healthz", "/readyz"] {
         let r = http.get(format!("{}{path}", c.url)).send().await.unwrap();

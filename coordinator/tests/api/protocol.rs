@@ -19,7 +19,12 @@ async fn snapshot(c: &Coordinator) -> Vec<String> {
     .await
     .unwrap();
     rows.iter()
-        .map(|r| (0..6).map(|i| r.get::<String, _>(i)).collect::<Vec<_>>().join("|"))
+        .map(|r| {
+            (0..6)
+                .map(|i| r.get::<String, _>(i))
+                .collect::<Vec<_>>()
+                .join("|")
+        })
         .collect()
 }
 
@@ -39,7 +44,11 @@ async fn duplicate_and_foreign_reports_change_nothing() {
     let mallory = api.enroll("mallory").await;
 
     let lease: LeaseResponse = api
-        .worker_call(&alice.token, "/api/v1/work/lease", &LeaseRequest { max_tasks: 10 })
+        .worker_call(
+            &alice.token,
+            "/api/v1/work/lease",
+            &LeaseRequest { max_tasks: 10 },
+        )
         .await;
     // Never two tasks of one unit to the same worker: one task per unit.
     assert_eq!(lease.tasks.len(), 2);
@@ -97,7 +106,11 @@ async fn duplicate_and_foreign_reports_change_nothing() {
 
     // Mallory leases the second replica of unit 0 and agrees; the unit is decided.
     let lease_m: LeaseResponse = api
-        .worker_call(&mallory.token, "/api/v1/work/lease", &LeaseRequest { max_tasks: 1 })
+        .worker_call(
+            &mallory.token,
+            "/api/v1/work/lease",
+            &LeaseRequest { max_tasks: 1 },
+        )
         .await;
     assert_eq!(lease_m.tasks.len(), 1);
     assert_eq!(lease_m.tasks[0].unit_seq, 0);
@@ -106,12 +119,16 @@ async fn duplicate_and_foreign_reports_change_nothing() {
             &mallory.token,
             "/api/v1/work/report",
             &ReportRequest {
-                results: vec![TaskResult::success(lease_m.tasks[0].task_id, json!({"count": 15}))],
+                results: vec![TaskResult::success(
+                    lease_m.tasks[0].task_id,
+                    json!({"count": 15}),
+                )],
             },
         )
         .await;
     assert_eq!(r.accepted.len(), 1);
-    api.wait_done(job.id, 1, std::time::Duration::from_secs(10)).await;
+    api.wait_done(job.id, 1, std::time::Duration::from_secs(10))
+        .await;
 
     // Heartbeats: Alice's other task goes on; a task of another worker is to be aborted.
     let hb: HeartbeatResponse = api
@@ -120,8 +137,14 @@ async fn duplicate_and_foreign_reports_change_nothing() {
             "/api/v1/work/heartbeat",
             &HeartbeatRequest {
                 tasks: vec![
-                    TaskProgress { task_id: lease.tasks[1].task_id, progress: 0.5 },
-                    TaskProgress { task_id: lease_m.tasks[0].task_id, progress: 0.5 },
+                    TaskProgress {
+                        task_id: lease.tasks[1].task_id,
+                        progress: 0.5,
+                    },
+                    TaskProgress {
+                        task_id: lease_m.tasks[0].task_id,
+                        progress: 0.5,
+                    },
                 ],
             },
         )
@@ -149,7 +172,11 @@ async fn duplicate_and_foreign_reports_change_nothing() {
 async fn worker_endpoints_need_a_worker_token() {
     let c = Coordinator::start();
     let api = c.api();
-    for path in ["/api/v1/work/lease", "/api/v1/work/heartbeat", "/api/v1/work/report"] {
+    for path in [
+        "/api/v1/work/lease",
+        "/api/v1/work/heartbeat",
+        "/api/v1/work/report",
+    ] {
         let (status, ct, body) = api.post_raw(path, None, "{}").await;
         assert_eq!(status, 401, "{path}");
         assert!(!problem_detail(&ct, &body).is_empty());
@@ -157,7 +184,11 @@ async fn worker_endpoints_need_a_worker_token() {
         assert_eq!(status, 401, "{path}");
     }
     let (status, ct, body) = api
-        .post_raw("/api/v1/workers/enroll", None, r#"{"name": "", "cores": 1, "os": "l", "arch": "x", "apps": ["collatz"]}"#)
+        .post_raw(
+            "/api/v1/workers/enroll",
+            None,
+            r#"{"name": "", "cores": 1, "os": "l", "arch": "x", "apps": ["collatz"]}"#,
+        )
         .await;
     assert_eq!(status, 422);
     assert!(problem_detail(&ct, &body).contains("name"));

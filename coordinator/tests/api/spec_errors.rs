@@ -50,19 +50,25 @@ async fn bad_specs_are_refused_and_create_nothing() {
         );
     }
     // Without the admin token: 401, and nothing is created either.
-    let good = json!({"name": "x", "app": "collatz", "params": {"start": 1, "end": 10, "unit_size": 1}}).to_string();
+    let good =
+        json!({"name": "x", "app": "collatz", "params": {"start": 1, "end": 10, "unit_size": 1}})
+            .to_string();
     let (status, _, _) = api.post_raw("/api/v1/jobs", None, &good).await;
     assert_eq!(status, 401);
-    let (status, _, _) = api.post_raw("/api/v1/jobs", Some("wrong-token"), &good).await;
+    let (status, _, _) = api
+        .post_raw("/api/v1/jobs", Some("wrong-token"), &good)
+        .await;
     assert_eq!(status, 401);
 
     let pool = db(&c).await;
     for table in ["jobs", "units", "tasks"] {
-        let n: i64 = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT COUNT(*) AS n FROM {table}")))
-            .fetch_one(&pool)
-            .await
-            .unwrap()
-            .get("n");
+        let n: i64 = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT COUNT(*) AS n FROM {table}"
+        )))
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+        .get("n");
         assert_eq!(n, 0, "{table} is not empty");
     }
     assert!(api.jobs().await.is_empty());
@@ -70,12 +76,21 @@ async fn bad_specs_are_refused_and_create_nothing() {
     // Results of unknown or unfinished jobs: 404 and 409.
     let r = api
         .http
-        .get(format!("{}/api/v1/jobs/{}/result", c.url, uuid::Uuid::nil()))
+        .get(format!(
+            "{}/api/v1/jobs/{}/result",
+            c.url,
+            uuid::Uuid::nil()
+        ))
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 404);
-    let r = api.http.get(format!("{}/api/v1/jobs/not-a-uuid", c.url)).send().await.unwrap();
+    let r = api
+        .http
+        .get(format!("{}/api/v1/jobs/not-a-uuid", c.url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 404);
 }
 
@@ -97,13 +112,26 @@ async fn results_are_409_until_completed_and_cancel_stops_a_job() {
         .await
         .unwrap();
     assert_eq!(r.status(), 409);
-    for (action, expected) in [("pause", 200), ("pause", 409), ("resume", 200), ("cancel", 200), ("resume", 409)] {
+    for (action, expected) in [
+        ("pause", 200),
+        ("pause", 200),
+        ("resume", 200),
+        ("cancel", 200),
+        ("resume", 409),
+    ] {
         let (status, _, body) = api
-            .post_raw(&format!("/api/v1/jobs/{}/{action}", job.id), Some(ADMIN_TOKEN), "")
+            .post_raw(
+                &format!("/api/v1/jobs/{}/{action}", job.id),
+                Some(ADMIN_TOKEN),
+                "",
+            )
             .await;
         assert_eq!(status, expected, "{action}: {body}");
     }
-    assert_eq!(api.job(job.id).await.state, sparecycles_protocol::JobState::Canceled);
+    assert_eq!(
+        api.job(job.id).await.state,
+        sparecycles_protocol::JobState::Canceled
+    );
     let (status, _, _) = api
         .post_raw(&format!("/api/v1/jobs/{}/cancel", job.id), None, "")
         .await;

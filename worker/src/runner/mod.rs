@@ -46,12 +46,13 @@ impl Shared {
     /// loops met it) and drops the tasks leased to the old identity, which can no longer be
     /// reported. Returns `false` when shutdown came first.
     async fn reauthenticate(&self, generation: u64) -> bool {
-        match self.session.reenroll(generation, &self.stop).await {
-            Ok(true) => {
-                self.tasks.clear();
-                true
-            }
-            Ok(false) => true,
+        let forget_old = || self.tasks.clear();
+        match self
+            .session
+            .reenroll(generation, &self.stop, forget_old)
+            .await
+        {
+            Ok(_) => true,
             Err(EnrollError::Stopped) => false,
             Err(e) => {
                 tracing::error!(error = %e, "re-enrollment failed; will try again");

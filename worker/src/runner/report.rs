@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sparecycles_protocol::work::MAX_REPORT_RESULTS;
-use sparecycles_protocol::{ReportRequest, TaskResult};
+use sparecycles_protocol::{RefusedResult, ReportRequest, TaskResult};
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::time::Instant;
 use uuid::Uuid;
@@ -180,11 +180,7 @@ impl Reporter {
     }
 
     /// Both accepted and refused results are final: forget them.
-    async fn acknowledge(
-        &mut self,
-        accepted: &[Uuid],
-        refused: &[sparecycles_protocol::RefusedResult],
-    ) {
+    async fn acknowledge(&mut self, accepted: &[Uuid], refused: &[RefusedResult]) {
         for r in refused {
             tracing::warn!(task = %r.task_id, reason = %r.reason, "result refused by the coordinator");
         }

@@ -158,8 +158,15 @@ impl Session {
     }
 
     /// Replaces credentials the coordinator rejected (generation `failed`). Returns `true` when
-    /// this call enrolled, `false` when another caller already had.
-    pub(crate) async fn reenroll(&self, failed: u64, stop: &Stop) -> Result<bool, EnrollError> {
+    /// this call enrolled, `false` when another caller already had. `forget_old` runs once the
+    /// new credentials are stored, just before any loop can use them, so that it can drop what
+    /// belonged to the old identity without racing leases made under the new one.
+    pub(crate) async fn reenroll(
+        &self,
+        failed: u64,
+        stop: &Stop,
+        forget_old: impl FnOnce(),
+    ) -> Result<bool, EnrollError> {
         let _one_at_a_time = self.enrolling.lock().await;
         if self.client().0 != failed {
             return Ok(false);
@@ -170,6 +177,7 @@ impl Session {
         );
         let credentials = enroll(&self.coordinator, &self.state, &self.request, true, stop).await?;
         let client = Client::new(&credentials.coordinator, Some(credentials.token))?;
+        forget_old();
         let mut guard = self.current.write().unwrap_or_else(|e| e.into_inner());
         *guard = Current {
             generation: failed + 1,
