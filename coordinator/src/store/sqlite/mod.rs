@@ -43,7 +43,7 @@ fn migrator() -> Migrator {
         1,
         Cow::Borrowed("init"),
         MigrationType::Simple,
-        SqlStr::from_static(include_str!("../../migrations/sqlite/0001_init.sql")),
+        SqlStr::from_static(include_str!("../../../migrations/sqlite/0001_init.sql")),
         false,
     )])
 }
