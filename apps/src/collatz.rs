@@ -12,9 +12,11 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::split::RangeSplit;
+use crate::resume::{MAX_PIECES, run_pieces};
+use crate::split::{RangeSplit, Span};
 use crate::{
-    App, AppError, Assembled, Assembler, ComputeCtx, ComputeError, Plan, parse_params, parse_value,
+    App, AppError, Assembled, Assembler, ComputeCtx, ComputeError, Plan, SaveCheckpoint,
+    parse_params, parse_value,
 };
 
 const NAME: &str = "collatz";
@@ -121,35 +123,39 @@ impl App for Collatz {
         unit: &Value,
         ctx: &ComputeCtx,
     ) -> Result<Value, ComputeError> {
+        self.compute_resumable(params, unit, ctx, None, &|_| {})
+    }
+
+    /// Checkpoints are `{"next": n, "partial": best}`: the best start below `n` (`null` before
+    /// the first piece).
+    fn compute_resumable(
+        &self,
+        params: &Value,
+        unit: &Value,
+        ctx: &ComputeCtx,
+        checkpoint: Option<&Value>,
+        save: SaveCheckpoint<'_>,
+    ) -> Result<Value, ComputeError> {
         let span = split(params)
             .and_then(|s| s.parse_unit(NAME, unit))
             .map_err(|e| ComputeError::Failed(e.0))?;
-        ctx.set_total(span.len());
         let table = step_table();
-        let best = (0..span.len().div_ceil(BLOCK))
-            .into_par_iter()
-            .map(|i| {
-                ctx.check()?;
-                let lo = span.start + i * BLOCK;
-                let hi = (lo + BLOCK).min(span.end);
-                let mut best = Best {
-                    max_steps: 0,
-                    argmax: lo,
-                };
-                for n in lo..hi {
-                    let max_steps = steps(n, &table)?;
-                    if max_steps > best.max_steps {
-                        best = Best {
-                            max_steps,
-                            argmax: n,
-                        };
-                    }
-                }
-                ctx.advance(hi - lo);
-                Ok(best)
-            })
-            .try_reduce_with(|a, b| Ok(a.max(b)))
-            .unwrap_or_else(|| Err(ComputeError::Failed(format!("{NAME}: empty unit"))))?;
+        let threads = rayon::current_num_threads() as u64;
+        let piece_len = span.len().div_ceil(MAX_PIECES).max(BLOCK * 16 * threads);
+        let best = run_pieces(
+            span,
+            piece_len,
+            checkpoint,
+            None,
+            ctx,
+            save,
+            |piece| best_in(piece, &table, ctx).map(Some),
+            |a: Option<Best>, b| match (a, b) {
+                (Some(a), Some(b)) => Some(a.max(b)),
+                (a, b) => a.or(b),
+            },
+        )?
+        .ok_or_else(|| ComputeError::Failed(format!("{NAME}: empty unit")))?;
         Ok(json!(best))
     }
 
@@ -200,6 +206,34 @@ impl Assembler for Record {
             .ok_or_else(|| AppError::new(format!("{NAME}: no unit to assemble")))?;
         Ok(Assembled::json(&json!(best)))
     }
+}
+
+/// The best start in `span` (not empty), on all threads of the current pool.
+fn best_in(span: Span, table: &[u16], ctx: &ComputeCtx) -> Result<Best, ComputeError> {
+    (0..span.len().div_ceil(BLOCK))
+        .into_par_iter()
+        .map(|i| {
+            ctx.check()?;
+            let lo = span.start + i * BLOCK;
+            let hi = (lo + BLOCK).min(span.end);
+            let mut best = Best {
+                max_steps: 0,
+                argmax: lo,
+            };
+            for n in lo..hi {
+                let max_steps = steps(n, table)?;
+                if max_steps > best.max_steps {
+                    best = Best {
+                        max_steps,
+                        argmax: n,
+                    };
+                }
+            }
+            ctx.advance(hi - lo);
+            Ok(best)
+        })
+        .try_reduce_with(|a, b| Ok(a.max(b)))
+        .unwrap_or_else(|| Err(ComputeError::Failed(format!("{NAME}: empty unit"))))
 }
 
 /// Steps from `n` (>= 1) to 1, using `table` for the values below its length.

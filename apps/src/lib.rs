@@ -9,12 +9,17 @@ pub mod ctx;
 pub mod mandelbrot;
 pub mod monte_carlo_pi;
 pub mod prime_count;
+mod resume;
 mod split;
 
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 pub use ctx::ComputeCtx;
+
+/// Where a resumable compute hands its checkpoints: called between pieces of work with the state
+/// so far (apps have no clock; the caller decides which calls to store, and how often).
+pub type SaveCheckpoint<'a> = &'a (dyn Fn(&Value) + Sync);
 
 /// Most units one job may split into.
 pub const MAX_UNITS: u64 = 10_000_000;
@@ -92,6 +97,22 @@ pub trait App: Send + Sync + 'static {
         unit: &Value,
         ctx: &ComputeCtx,
     ) -> Result<Value, ComputeError>;
+    /// [`compute`](Self::compute), resumable: starts from `checkpoint` (a value this app passed
+    /// to `save` while computing the same unit earlier; one that does not fit is ignored) and
+    /// calls `save` with its progress between pieces of work. The output is exactly the one
+    /// `compute` gives, however often the unit was interrupted and resumed. By default the app
+    /// has no checkpoints and computes the whole unit.
+    fn compute_resumable(
+        &self,
+        params: &Value,
+        unit: &Value,
+        ctx: &ComputeCtx,
+        checkpoint: Option<&Value>,
+        save: SaveCheckpoint<'_>,
+    ) -> Result<Value, ComputeError> {
+        let _ = (checkpoint, save);
+        self.compute(params, unit, ctx)
+    }
     /// Checks that a reported output has the right shape and size for this unit (coordinator
     /// side, before it is stored); an output that fails is counted as a task error.
     fn check_output(&self, params: &Value, unit: &Value, output: &Value) -> Result<(), AppError>;

@@ -10,9 +10,11 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use crate::resume::{MAX_PIECES, run_pieces};
 use crate::split::{RangeSplit, Span};
 use crate::{
-    App, AppError, Assembled, Assembler, ComputeCtx, ComputeError, Plan, parse_params, parse_value,
+    App, AppError, Assembled, Assembler, ComputeCtx, ComputeError, Plan, SaveCheckpoint,
+    parse_params, parse_value,
 };
 use sieve::{FIRST_SIEVED, PRESIEVED, Sieve};
 
@@ -95,12 +97,44 @@ impl App for PrimeCount {
         unit: &Value,
         ctx: &ComputeCtx,
     ) -> Result<Value, ComputeError> {
+        self.compute_resumable(params, unit, ctx, None, &|_| {})
+    }
+
+    /// Checkpoints are `{"next": n, "partial": {"count": c}}`: `c` primes below `n`.
+    fn compute_resumable(
+        &self,
+        params: &Value,
+        unit: &Value,
+        ctx: &ComputeCtx,
+        checkpoint: Option<&Value>,
+        save: SaveCheckpoint<'_>,
+    ) -> Result<Value, ComputeError> {
         let failed = |e: AppError| ComputeError::Failed(e.0);
         let span = split(params)
             .and_then(|s| s.parse_unit(NAME, unit))
             .map_err(failed)?;
-        let count = count_in(span.start, span.end, ctx)?;
-        Ok(json!(Count { count }))
+        if span.len() == 0 {
+            return Ok(json!(Count { count: 0 }));
+        }
+        let sieve = Sieve::new(span.end);
+        let threads = rayon::current_num_threads() as u64;
+        let piece_len = span
+            .len()
+            .div_ceil(MAX_PIECES)
+            .max(threads * 2 * min_chunk(span.end));
+        let total = run_pieces(
+            span,
+            piece_len,
+            checkpoint,
+            Count { count: 0 },
+            ctx,
+            save,
+            |piece| count_piece(&sieve, piece, ctx).map(|count| Count { count }),
+            |a, b| Count {
+                count: a.count + b.count,
+            },
+        )?;
+        Ok(json!(total))
     }
 
     fn check_output(&self, params: &Value, unit: &Value, output: &Value) -> Result<(), AppError> {
@@ -161,13 +195,19 @@ fn count_in(start: u64, end: u64, ctx: &ComputeCtx) -> Result<u64, ComputeError>
         return Ok(0);
     }
     ctx.set_total(end - start);
+    count_piece(&Sieve::new(end), Span { start, end }, ctx)
+}
+
+/// Counts the primes in `span` (below the sieve's bound) on all threads of the current pool,
+/// advancing `ctx` by the span's length.
+fn count_piece(sieve: &Sieve, span: Span, ctx: &ComputeCtx) -> Result<u64, ComputeError> {
+    let Span { start, end } = span;
     let small = PRESIEVED.iter().filter(|&&p| start <= p && p < end).count() as u64;
     let lo = start.max(FIRST_SIEVED);
     ctx.advance(lo.min(end) - start);
     if lo >= end {
         return Ok(small);
     }
-    let sieve = Sieve::new(end);
     let chunks = chunks(Span { start: lo, end }, rayon::current_num_threads() as u64);
     let sieved = (0..chunks.count)
         .into_par_iter()
@@ -200,11 +240,18 @@ impl Chunks {
 /// first multiples (about one division per base prime: 35 ms near 10^15, as long as sieving
 /// 25 million numbers there) stays a small part of the work.
 fn chunks(span: Span, threads: u64) -> Chunks {
-    let min_size = (span.end.isqrt() * 8).max(1 << 22);
-    let size = span.len().div_ceil(threads.max(1) * 4).max(min_size);
+    let size = span
+        .len()
+        .div_ceil(threads.max(1) * 4)
+        .max(min_chunk(span.end));
     Chunks {
         span,
         size,
         count: span.len().div_ceil(size),
     }
+}
+
+/// The smallest piece worth handing a thread below `end` (see [`chunks`]).
+fn min_chunk(end: u64) -> u64 {
+    (end.isqrt() * 8).max(1 << 22)
 }

@@ -201,3 +201,38 @@ fn timing_pi_of_a_billion_on_one_thread() {
         }
     }
 }
+
+#[test]
+fn resuming_from_any_checkpoint_gives_the_same_count() {
+    let params = json!({"start": 0, "end": 2_000_000_000u64, "unit_size": 1_000_000_000u64});
+    let unit = json!({"start": 1_000_000_000u64, "end": 2_000_000_000u64});
+    let saved = std::sync::Mutex::new(Vec::new());
+    let whole = pool(1).install(|| {
+        PrimeCount.compute_resumable(&params, &unit, &ComputeCtx::new(), None, &|v| {
+            saved.lock().unwrap().push(v.clone())
+        })
+    });
+    let whole = whole.unwrap();
+    assert_eq!(whole, json!({"count": 98_222_287 - 50_847_534}));
+    let saved = saved.into_inner().unwrap();
+    assert!(saved.len() >= 10, "{} checkpoints", saved.len());
+    for checkpoint in [&saved[0], &saved[saved.len() / 2], saved.last().unwrap()] {
+        let ctx = ComputeCtx::new();
+        let resumed = pool(2).install(|| {
+            let first = std::sync::Mutex::new(None::<f64>);
+            let out = PrimeCount.compute_resumable(&params, &unit, &ctx, Some(checkpoint), &|_| {
+                first.lock().unwrap().get_or_insert(ctx.fraction());
+            });
+            (out, first.into_inner().unwrap())
+        });
+        assert_eq!(resumed.0.unwrap(), whole, "from {checkpoint}");
+        let next = checkpoint["next"].as_u64().unwrap();
+        if let Some(at_first_save) = resumed.1 {
+            // The first save after resuming comes one piece after the checkpoint, not from 0.
+            assert!(
+                at_first_save > (next - 1_000_000_000) as f64 / 1e9,
+                "{at_first_save}"
+            );
+        }
+    }
+}
