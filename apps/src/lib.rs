@@ -6,6 +6,7 @@
 
 pub mod collatz;
 pub mod ctx;
+pub mod integrate;
 pub mod mandelbrot;
 pub mod monte_carlo_pi;
 pub mod prime_count;
@@ -128,11 +129,12 @@ pub trait App: Send + Sync + 'static {
     fn assembler(&self, params: &Value) -> Result<Box<dyn Assembler>, AppError>;
 }
 
-static APPS: [&dyn App; 4] = [
+static APPS: [&dyn App; 5] = [
     &prime_count::PrimeCount,
     &collatz::Collatz,
     &monte_carlo_pi::MonteCarloPi,
     &mandelbrot::Mandelbrot,
+    &integrate::Integrate,
 ];
 
 /// Every built-in app.
