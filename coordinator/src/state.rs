@@ -20,6 +20,10 @@ pub struct Settings {
     pub batch_units: u64,
     /// How often the transitioner runs when nothing wakes it.
     pub transition_interval: std::time::Duration,
+    /// A worker silent this long is suspected: its tasks get spares before their deadline.
+    pub suspect_after: std::time::Duration,
+    /// Adaptive replication and reputation.
+    pub trust: crate::scheduler::trust::TrustPolicy,
 }
 
 impl Default for Settings {
@@ -28,6 +32,8 @@ impl Default for Settings {
             initial_units: 2048,
             batch_units: 2048,
             transition_interval: std::time::Duration::from_millis(500),
+            suspect_after: std::time::Duration::from_secs(60),
+            trust: Default::default(),
         }
     }
 }
@@ -44,6 +50,7 @@ struct Inner {
     settings: Settings,
     jobs: Mutex<HashMap<Uuid, Arc<JobInfo>>>,
     transition: Notify,
+    hub: crate::events::Hub,
 }
 
 impl AppState {
@@ -55,6 +62,7 @@ impl AppState {
                 settings,
                 jobs: Mutex::new(HashMap::new()),
                 transition: Notify::new(),
+                hub: crate::events::Hub::default(),
             }),
         }
     }
@@ -65,6 +73,15 @@ impl AppState {
 
     pub fn admin_token(&self) -> &Secret {
         &self.inner.admin_token
+    }
+
+    /// Live events for the dashboard.
+    pub fn hub(&self) -> &crate::events::Hub {
+        &self.inner.hub
+    }
+
+    pub fn emit(&self, event: sparecycles_protocol::dashboard::Event) {
+        self.inner.hub.emit(event);
     }
 
     pub fn settings(&self) -> &Settings {

@@ -49,6 +49,12 @@ pub struct RedundancySpec {
     pub max_error_results: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_total_results: Option<u32>,
+    /// Adaptive replication: trusted workers' units may go out alone [true].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adaptive: Option<bool>,
+    /// Never give two tasks of a unit to workers of the same owner [false].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub distinct_owners: Option<bool>,
 }
 
 /// A checked redundancy policy (BOINC's semantics; see ARCHITECTURE.md, "The result model").
@@ -62,6 +68,12 @@ pub struct Redundancy {
     pub max_error_results: u32,
     /// Tasks ever created for a unit before it fails.
     pub max_total_results: u32,
+    /// Trusted workers' units may go out with a quorum of 1, except spot checks.
+    #[serde(default)]
+    pub adaptive: bool,
+    /// Replicas of a unit go to workers of different owners.
+    #[serde(default)]
+    pub distinct_owners: bool,
 }
 
 /// Why a spec was refused; the message is shown to the submitter as is.
@@ -115,6 +127,8 @@ impl RedundancySpec {
             target_results,
             max_error_results,
             max_total_results,
+            adaptive: self.adaptive.unwrap_or(true),
+            distinct_owners: self.distinct_owners.unwrap_or(false),
         })
     }
 }
@@ -271,7 +285,9 @@ mod tests {
                 min_quorum: 2,
                 target_results: 2,
                 max_error_results: 3,
-                max_total_results: 6
+                max_total_results: 6,
+                adaptive: true,
+                distinct_owners: false,
             }
         );
     }

@@ -2,6 +2,7 @@
 //!
 //! Everything that crosses HTTP is defined here once; no crate writes JSON bodies by hand.
 
+pub mod dashboard;
 pub mod error;
 pub mod job;
 pub mod work;
@@ -11,9 +12,9 @@ pub use job::{
     JobCounts, JobList, JobSpec, JobState, JobView, Redundancy, RedundancySpec, SpecError,
 };
 pub use work::{
-    EnrollRequest, EnrollResponse, HeartbeatRequest, HeartbeatResponse, LeaseRequest,
-    LeaseResponse, RefusedResult, ReportRequest, ReportResponse, TaskAssignment, TaskProgress,
-    TaskResult, TaskResultKind, WorkerView,
+    EnrollRequest, EnrollResponse, HeartbeatRequest, HeartbeatResponse, Leaderboard,
+    LeaderboardEntry, LeaseRequest, LeaseResponse, RefusedResult, ReportRequest, ReportResponse,
+    TaskAssignment, TaskProgress, TaskResult, TaskResultKind, WorkerView,
 };
 
 /// Milliseconds since the Unix epoch: every timestamp on the wire and in the store.

@@ -173,8 +173,52 @@ pub struct WorkerView {
     pub invalid: u64,
     pub errors: u64,
     pub timeouts: u64,
+    /// Total credit: the declared work of every valid result.
     pub credit: f64,
+    /// Recent average credit per day (exponentially decaying, 7-day half-life).
+    pub recent_credit: f64,
+    /// Consecutive valid results; a long streak makes the worker trusted.
+    pub streak: u64,
+    /// Whether its units may currently go out alone (adaptive replication).
+    pub trusted: bool,
+    /// Most tasks it may hold at once; halves on errors, grows with valid results.
+    pub quota: u32,
     pub banned: bool,
+}
+
+/// One line of the public leaderboard: no ids, no secrets.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LeaderboardEntry {
+    /// Worker name, or owner name in the by-owner table.
+    pub name: String,
+    #[serde(default)]
+    pub owner: Option<String>,
+    /// Workers counted (1 in the per-worker table).
+    pub workers: u64,
+    pub valid: u64,
+    pub credit: f64,
+    pub recent_credit: f64,
+}
+
+/// `GET /api/v1/leaderboard`: best first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Leaderboard {
+    pub workers: Vec<LeaderboardEntry>,
+    pub owners: Vec<LeaderboardEntry>,
+}
+
+/// `POST /api/v1/work/release`: a worker hands back tasks leased to it that it will not
+/// compute (it is shutting down); they are reissued at once instead of timing out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReleaseRequest {
+    pub tasks: Vec<Uuid>,
+}
+
+/// The tasks that were released; the others were not (or no longer) leased to this worker.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReleaseResponse {
+    pub released: Vec<Uuid>,
 }
 
 #[cfg(test)]

@@ -2,8 +2,13 @@
 
 pub mod dashboard;
 pub mod error;
+pub mod events;
 pub mod jobs;
+pub mod metrics;
+pub mod spec_body;
+pub mod views;
 pub mod work;
+pub mod workers;
 
 use axum::Router;
 use axum::http::StatusCode;
@@ -17,7 +22,11 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(jobs::router())
         .merge(work::router())
+        .merge(workers::router())
         .merge(dashboard::router())
+        .merge(events::router())
+        .merge(views::router())
+        .merge(metrics::router())
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
         .fallback(|| async { error::problem(StatusCode::NOT_FOUND, "no such route") })
@@ -28,6 +37,7 @@ pub fn router(state: AppState) -> Router {
             )
         })
         .layer(tower_http::trace::TraceLayer::new_for_http())
+        .route_layer(axum::middleware::from_fn(metrics::track))
         .with_state(state)
 }
 

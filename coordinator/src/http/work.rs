@@ -18,8 +18,9 @@ use uuid::Uuid;
 
 use crate::auth::{Admin, WorkerAuth, generate_token, hash_token};
 use crate::http::error::{ApiError, ApiJson};
+use crate::scheduler::trust::{self, initial_quota};
 use crate::state::AppState;
-use crate::store::{NewWorker, Outcome, WorkerRow};
+use crate::store::{LeaseAsk, NewWorker, Outcome, WorkerRow};
 
 /// Largest accepted report body: many results, some of them image tiles.
 const REPORT_BODY_LIMIT: usize = 64 * 1024 * 1024;
@@ -92,11 +93,16 @@ async fn enroll(
                 arch: req.arch,
                 cores: req.cores,
                 apps: req.apps,
+                quota: initial_quota(req.cores),
             },
             now_millis(),
         )
         .await?;
     tracing::info!(worker = %worker_id, name = %req.name, cores = req.cores, "worker enrolled");
+    state.emit(sparecycles_protocol::dashboard::Event::WorkerEnrolled {
+        name: req.name.trim().to_owned(),
+        cores: req.cores,
+    });
     Ok((
         StatusCode::CREATED,
         Json(EnrollResponse { worker_id, token }),
@@ -108,12 +114,23 @@ async fn list_workers(
     _admin: Admin,
 ) -> Result<Json<Vec<WorkerView>>, ApiError> {
     let workers = state.store().workers().await?;
-    Ok(Json(workers.into_iter().map(worker_view).collect()))
+    let policy = &state.settings().trust;
+    Ok(Json(
+        workers
+            .into_iter()
+            .map(|w| worker_view(w, policy))
+            .collect(),
+    ))
 }
 
 /// The API view of a stored worker.
-pub fn worker_view(w: WorkerRow) -> WorkerView {
+pub fn worker_view(w: WorkerRow, policy: &trust::TrustPolicy) -> WorkerView {
+    let now = now_millis();
     WorkerView {
+        recent_credit: trust::per_day(trust::decay(w.rac, w.rac_time, now)),
+        streak: w.streak,
+        trusted: policy.is_trusted(w.streak, w.banned),
+        quota: w.quota,
         worker_id: w.id,
         name: w.name,
         owner: w.owner,
@@ -154,16 +171,17 @@ async fn lease(
     if req.max_tasks == 0 || apps.is_empty() {
         return Ok(Json(LeaseResponse { tasks: Vec::new() }));
     }
-    let leased = state
-        .store()
-        .lease(
-            worker.id,
-            &apps,
-            req.max_tasks,
-            now_millis(),
-            state.settings().batch_units,
-        )
-        .await?;
+    let settings = state.settings();
+    let ask = LeaseAsk {
+        worker: worker.id,
+        owner: worker.owner.as_deref(),
+        apps: &apps,
+        max: req.max_tasks,
+        trusted: settings.trust.is_trusted(worker.streak, worker.banned),
+        spot_check: settings.trust.spot_check,
+        batch_units: settings.batch_units,
+    };
+    let leased = state.store().lease(ask, now_millis()).await?;
     let mut tasks = Vec::with_capacity(leased.len());
     for t in leased {
         let info = state.job_info(t.job_id).await?;
@@ -178,6 +196,7 @@ async fn lease(
             deadline: t.deadline,
         });
     }
+    metrics::counter!(crate::metrics::TASKS_LEASED).increment(tasks.len() as u64);
     Ok(Json(LeaseResponse { tasks }))
 }
 
@@ -274,6 +293,11 @@ async fn report(
         to_record.push((result.task_id, outcome));
     }
     let wanted: Vec<Uuid> = to_record.iter().map(|(id, _)| *id).collect();
+    let successes: HashSet<Uuid> = to_record
+        .iter()
+        .filter(|(_, o)| matches!(o, Outcome::Success(_)))
+        .map(|(id, _)| *id)
+        .collect();
     let recorded = state
         .store()
         .record_results(worker.id, to_record, now_millis())
@@ -286,6 +310,7 @@ async fn report(
             });
         }
     }
+    crate::events::results_recorded(&state, &targets, &successes, &recorded);
     if !recorded.is_empty() {
         state.wake_transitioner();
     }

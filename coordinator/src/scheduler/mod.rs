@@ -2,4 +2,5 @@
 
 pub mod assemble;
 pub mod transition;
+pub mod trust;
 pub mod validate;

@@ -34,7 +34,13 @@ pub async fn pass(state: &AppState) -> anyhow::Result<()> {
     let store = state.store();
     let expired = store.expire_tasks(now_millis()).await?;
     if expired > 0 {
+        metrics::counter!(crate::metrics::TASKS_TIMED_OUT).increment(expired);
         tracing::info!(expired, "tasks timed out; replacements will be created");
+    }
+    let silent_since = now_millis() - state.settings().suspect_after.as_millis() as i64;
+    let suspected = store.spare_suspects(silent_since).await?;
+    if suspected > 0 {
+        tracing::info!(suspected, "tasks of silent workers get spare tasks");
     }
     loop {
         let units = store.dirty_units(UNITS_PER_PASS).await?;
@@ -45,7 +51,14 @@ pub async fn pass(state: &AppState) -> anyhow::Result<()> {
         for unit in units {
             let info = state.job_info(unit.job_id).await?;
             let decision = if unit.open {
-                decide(&info.redundancy, &unit.tasks, |a, b| {
+                // An adaptive unit that was never replicated was leased to a trusted worker:
+                // its result stands alone.
+                let mut policy = info.redundancy;
+                if !unit.replicated {
+                    policy.min_quorum = 1;
+                    policy.target_results = 1;
+                }
+                decide(&policy, &unit.tasks, |a, b| {
                     info.app.compare(&info.params, a, b)
                 })
             } else {
@@ -58,13 +71,29 @@ pub async fn pass(state: &AppState) -> anyhow::Result<()> {
                 seq: unit.seq,
                 changes: unit.changes,
                 credit: info.plan.unit_work(unit.seq),
+                solo: !unit.replicated,
+                task_workers: unit
+                    .tasks
+                    .iter()
+                    .filter_map(|t| t.worker_id.map(|w| (t.id, w)))
+                    .collect(),
                 decision,
             });
         }
-        store.apply_verdicts(verdicts, now_millis()).await?;
+        let decided = crate::events::Decided::of(&verdicts);
+        store
+            .apply_verdicts(verdicts, &state.settings().trust, now_millis())
+            .await?;
+        decided.publish(state);
     }
     for job in store.jobs_to_assemble().await? {
         assemble_job(state, &job).await?;
+        if let Some(row) = store.job(job.id).await? {
+            state.emit(sparecycles_protocol::dashboard::Event::JobChanged {
+                job_id: row.id,
+                state: row.state,
+            });
+        }
     }
     Ok(())
 }

@@ -52,6 +52,8 @@ pub struct TaskSnapshot {
     pub state: TaskState,
     pub output: Option<Value>,
     pub error: Option<String>,
+    /// Leased to a worker that stopped sending heartbeats: a spare task may replace it.
+    pub suspect: bool,
 }
 
 /// What the transitioner must do with a unit.
@@ -125,7 +127,7 @@ pub fn decide(
 
     let in_flight = tasks
         .iter()
-        .filter(|t| matches!(t.state, TaskState::Unsent | TaskState::Leased))
+        .filter(|t| t.state == TaskState::Unsent || (t.state == TaskState::Leased && !t.suspect))
         .count();
     // Without a quorum, each missing success needs a task; with disagreeing successes, one more
     // result may break the tie.
@@ -135,15 +137,24 @@ pub fn decide(
         1
     };
     let missing = wanted.saturating_sub(in_flight);
-    let room = (policy.max_total_results as usize).saturating_sub(tasks.len());
+    // Aborted tasks (canceled before any work, or set aside from a banned worker) do not count.
+    let created = tasks
+        .iter()
+        .filter(|t| t.state != TaskState::Aborted)
+        .count();
+    let room = (policy.max_total_results as usize).saturating_sub(created);
     let create = missing.min(room);
-    if in_flight + create == 0 {
+    let suspects = tasks
+        .iter()
+        .filter(|t| t.state == TaskState::Leased && t.suspect)
+        .count();
+    if in_flight + create + suspects == 0 {
         return Decision::Failed {
             reason: format!(
                 "no {quorum} agreeing results among {} successful ones after {} tasks \
                  (max_total_results = {})",
                 successes.len(),
-                tasks.len(),
+                created,
                 policy.max_total_results
             ),
         };
@@ -164,6 +175,8 @@ mod tests {
             target_results: q,
             max_error_results: 3,
             max_total_results: q + 4,
+            adaptive: false,
+            distinct_owners: false,
         }
     }
 
@@ -174,6 +187,7 @@ mod tests {
             state,
             output,
             error: (state == TaskState::Error).then(|| "boom".to_owned()),
+            suspect: false,
         }
     }
 
@@ -255,11 +269,32 @@ mod tests {
             target_results: 2,
             max_error_results: 3,
             max_total_results: 3,
+            adaptive: false,
+            distinct_owners: false,
         };
         let tasks: Vec<_> = (1..=3)
             .map(|n| task(n, TaskState::Success, Some(json!({"count": n}))))
             .collect();
         assert!(matches!(decide(&p, &tasks, eq), Decision::Failed { .. }));
+    }
+
+    #[test]
+    fn a_suspected_worker_gets_a_spare_task() {
+        let mut slow = task(2, TaskState::Leased, None);
+        let tasks = vec![
+            task(1, TaskState::Success, Some(json!({"count": 4}))),
+            slow.clone(),
+        ];
+        assert_eq!(
+            decide(&policy(2), &tasks, eq),
+            Decision::Pending { new_tasks: 0 }
+        );
+        slow.suspect = true;
+        let tasks = vec![task(1, TaskState::Success, Some(json!({"count": 4}))), slow];
+        assert_eq!(
+            decide(&policy(2), &tasks, eq),
+            Decision::Pending { new_tasks: 1 }
+        );
     }
 
     #[test]

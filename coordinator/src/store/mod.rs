@@ -83,6 +83,11 @@ pub struct WorkerRow {
     pub errors: u64,
     pub timeouts: u64,
     pub credit: f64,
+    /// Recent credit as a decaying sum, as of `rac_time`.
+    pub rac: f64,
+    pub rac_time: Millis,
+    pub streak: u64,
+    pub quota: u32,
     pub banned: bool,
 }
 
@@ -97,6 +102,23 @@ pub struct NewWorker {
     pub arch: String,
     pub cores: u32,
     pub apps: Vec<String>,
+    pub quota: u32,
+}
+
+/// What a worker asks for in a lease, with what the scheduler knows about it.
+#[derive(Debug, Clone)]
+pub struct LeaseAsk<'a> {
+    pub worker: Uuid,
+    pub owner: Option<&'a str>,
+    /// Apps both the worker and the coordinator have.
+    pub apps: &'a [String],
+    pub max: u32,
+    /// Its units may go out alone (adaptive replication)…
+    pub trusted: bool,
+    /// …except this fraction, still replicated as a spot check.
+    pub spot_check: f64,
+    /// Units to create at once when the frontier reaches the end of the created ones.
+    pub batch_units: u64,
 }
 
 /// A task just leased to a worker.
@@ -135,6 +157,8 @@ pub struct DirtyUnit {
     pub job_id: Uuid,
     pub seq: u64,
     pub open: bool,
+    /// False while an adaptive unit has a single task: one trusted result then suffices.
+    pub replicated: bool,
     /// The unit's change counter when read; the verdict clears it only if nothing changed since.
     pub changes: i64,
     pub tasks: Vec<TaskSnapshot>,
@@ -151,6 +175,10 @@ pub struct UnitVerdict {
     pub decision: Decision,
     /// Credit each valid result earns (the app's declared work for the unit).
     pub credit: f64,
+    /// The unit is decided on one trusted worker's result alone.
+    pub solo: bool,
+    /// Task id -> worker id of the unit's tasks, for reputation updates.
+    pub task_workers: Vec<(Uuid, Uuid)>,
 }
 
 /// Everything the coordinator persists.
@@ -163,6 +191,17 @@ pub trait Store: Send + Sync + 'static {
     async fn jobs(&self, limit: u32) -> StoreResult<Vec<JobRow>>;
     /// Units of a job with a task out on a worker.
     async fn units_in_progress(&self, job_id: Uuid) -> StoreResult<u64>;
+    /// A job's units counted in cells of `per_cell` units, and its validation figures.
+    async fn unit_map(
+        &self,
+        job: &JobRow,
+        per_cell: u64,
+    ) -> StoreResult<sparecycles_protocol::dashboard::UnitMap>;
+    /// Fleet totals; workers seen since `online_since` count as online.
+    async fn fleet(
+        &self,
+        online_since: Millis,
+    ) -> StoreResult<sparecycles_protocol::dashboard::FleetView>;
     /// Moves a job to `to` if it is in one of `from`; returns the job after the attempt, or
     /// `None` if it does not exist.
     async fn set_job_state(
@@ -177,17 +216,12 @@ pub trait Store: Send + Sync + 'static {
     async fn worker_by_token_hash(&self, hash: &str) -> StoreResult<Option<WorkerRow>>;
     async fn workers(&self) -> StoreResult<Vec<WorkerRow>>;
 
-    /// Leases up to `max` unsent tasks of runnable jobs for `apps` to `worker`, highest priority
-    /// first and round-robin between jobs of equal priority, never two tasks of one unit to the
-    /// same worker; creates more units of a job when its unsent tasks run out. Atomic.
-    async fn lease(
-        &self,
-        worker: Uuid,
-        apps: &[String],
-        max: u32,
-        now: Millis,
-        batch_units: u64,
-    ) -> StoreResult<Vec<LeasedTask>>;
+    /// Leases up to `ask.max` unsent tasks of runnable jobs (and within the worker's quota),
+    /// highest priority first and round-robin between jobs of equal priority, never two tasks
+    /// of one unit to the same worker (or owner, when the job asks); creates more units of a job
+    /// when its unsent tasks run out; replicates adaptive units leased by untrusted workers.
+    /// Atomic.
+    async fn lease(&self, ask: LeaseAsk<'_>, now: Millis) -> StoreResult<Vec<LeasedTask>>;
     /// Of `tasks`, those the worker should stop computing.
     async fn heartbeat(&self, worker: Uuid, tasks: &[Uuid], now: Millis) -> StoreResult<Vec<Uuid>>;
     /// The tasks named in a report, with what is needed to accept or refuse each.
@@ -201,13 +235,24 @@ pub trait Store: Send + Sync + 'static {
         now: Millis,
     ) -> StoreResult<Vec<Uuid>>;
 
+    /// Marks leased tasks of workers not seen since `seen_before` as suspect, so their units
+    /// get a spare task; returns how many.
+    async fn spare_suspects(&self, seen_before: Millis) -> StoreResult<u64>;
+    /// Lifts a ban and resets the worker's invalid count and streak; false if no such worker.
+    async fn unban(&self, worker: Uuid) -> StoreResult<bool>;
     /// Times out leased tasks past their deadline; returns how many.
     async fn expire_tasks(&self, now: Millis) -> StoreResult<u64>;
     /// Up to `limit` units marked for the transitioner, with their tasks.
     async fn dirty_units(&self, limit: u32) -> StoreResult<Vec<DirtyUnit>>;
-    /// Writes verdicts: task validation, new tasks, unit and job counters, worker credit; fails
-    /// jobs whose unit failed. Atomic.
-    async fn apply_verdicts(&self, verdicts: Vec<UnitVerdict>, now: Millis) -> StoreResult<()>;
+    /// Writes verdicts: task validation, new tasks, unit and job counters; worker reputation
+    /// (streaks, quotas, credit, bans), undoing units a caught liar decided alone; fails jobs
+    /// whose unit failed. Atomic.
+    async fn apply_verdicts(
+        &self,
+        verdicts: Vec<UnitVerdict>,
+        policy: &crate::scheduler::trust::TrustPolicy,
+        now: Millis,
+    ) -> StoreResult<()>;
     /// Jobs whose every unit has a canonical result but are not yet assembled.
     async fn jobs_to_assemble(&self) -> StoreResult<Vec<JobRow>>;
     /// Canonical outputs of units `from_seq..` (at most `limit`), in unit order.

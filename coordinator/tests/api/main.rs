@@ -24,7 +24,7 @@ async fn prime_count_to_1e9_with_quorum_2_on_three_workers() {
             "name": "pi(1e9)",
             "app": "prime-count",
             "params": {"start": 0, "end": 1_000_000_000u64, "unit_size": 10_000_000},
-            "redundancy": {"min_quorum": 2}
+            "redundancy": {"min_quorum": 2, "adaptive": false}
         })))
         .await;
     assert_eq!(job.units.total, 100);

@@ -18,17 +18,22 @@ use sqlx::sqlite::{
 use sqlx::{QueryBuilder, Row, SqlStr, Sqlite, SqliteConnection};
 use uuid::Uuid;
 
+mod dashboard;
+mod lease;
+mod trust;
+
 use super::{
-    DirtyUnit, JobRow, LeasedTask, NewJob, NewWorker, Outcome, ReportTarget, Store, StoreError,
-    StoreResult, UnitVerdict, WorkerRow,
+    DirtyUnit, JobRow, LeaseAsk, LeasedTask, NewJob, NewWorker, Outcome, ReportTarget, Store,
+    StoreError, StoreResult, UnitVerdict, WorkerRow,
 };
+use crate::scheduler::trust::TrustPolicy;
 use crate::scheduler::validate::{Decision, TaskSnapshot, TaskState};
 
 /// Rows per multi-row INSERT: SQLite allows 32,766 bound variables per statement.
 const INSERT_CHUNK: usize = 4000;
 
 const JOB_COLUMNS: &str = "id, name, app, params, state, priority, min_quorum, target_results, \
-    max_error_results, max_total_results, unit_timeout_ms, unit_count, units_created, units_done, \
+    max_error_results, max_total_results, adaptive, distinct_owners, unit_timeout_ms, unit_count, units_created, units_done, \
     units_failed, tasks_created, created_at, updated_at, finished_at, error";
 
 /// SQLite implementation of [`Store`].
@@ -81,12 +86,12 @@ impl SqliteStore {
     }
 }
 
-fn uuid_col(row: &SqliteRow, col: &str) -> StoreResult<Uuid> {
+pub(super) fn uuid_col(row: &SqliteRow, col: &str) -> StoreResult<Uuid> {
     let s: String = row.try_get(col)?;
     Uuid::parse_str(&s).map_err(|e| StoreError::Corrupt(format!("{col}: {e}")))
 }
 
-fn opt_uuid_col(row: &SqliteRow, col: &str) -> StoreResult<Option<Uuid>> {
+pub(super) fn opt_uuid_col(row: &SqliteRow, col: &str) -> StoreResult<Option<Uuid>> {
     let s: Option<String> = row.try_get(col)?;
     s.map(|s| Uuid::parse_str(&s).map_err(|e| StoreError::Corrupt(format!("{col}: {e}"))))
         .transpose()
@@ -117,6 +122,8 @@ fn job_from_row(row: &SqliteRow) -> StoreResult<JobRow> {
             target_results: q("target_results")?,
             max_error_results: q("max_error_results")?,
             max_total_results: q("max_total_results")?,
+            adaptive: row.try_get::<i64, _>("adaptive")? != 0,
+            distinct_owners: row.try_get::<i64, _>("distinct_owners")? != 0,
         },
         unit_timeout_ms: row.try_get("unit_timeout_ms")?,
         unit_count: u("unit_count")?,
@@ -150,26 +157,33 @@ fn worker_from_row(row: &SqliteRow) -> StoreResult<WorkerRow> {
         errors: u("errors")?,
         timeouts: u("timeouts")?,
         credit: row.try_get("credit")?,
+        rac: row.try_get("rac")?,
+        rac_time: row.try_get("rac_time")?,
+        streak: u("streak")?,
+        quota: row.try_get::<i64, _>("quota")? as u32,
         banned: row.try_get::<i64, _>("banned")? != 0,
     })
 }
 
 /// A JSON array of ids, for `IN (SELECT value FROM json_each(?))`: one statement, one bind,
 /// whatever the number of ids.
-fn id_list<'a>(ids: impl IntoIterator<Item = &'a Uuid>) -> String {
+pub(super) fn id_list<'a>(ids: impl IntoIterator<Item = &'a Uuid>) -> String {
     let v: Vec<String> = ids.into_iter().map(Uuid::to_string).collect();
     serde_json::to_string(&v).unwrap_or_else(|_| "[]".into())
 }
 
-/// Creates the next `n` units of a job with `target` unsent tasks each.
-async fn materialize(
+/// Creates the next `n` units of a job with `target` unsent tasks each; adaptive jobs start
+/// each unit with one task and replicate it when an untrusted worker leases it.
+pub(super) async fn materialize(
     conn: &mut SqliteConnection,
     job_id: Uuid,
     from_seq: u64,
     n: u64,
     target: u32,
+    adaptive: bool,
     now: Millis,
 ) -> StoreResult<()> {
+    let target = if adaptive { 1 } else { target };
     if n == 0 {
         return Ok(());
     }
@@ -179,12 +193,13 @@ async fn materialize(
         .collect();
     for chunk in units.chunks(INSERT_CHUNK) {
         let mut qb: QueryBuilder<Sqlite> =
-            QueryBuilder::new("INSERT INTO units (id, job_id, seq, state) ");
+            QueryBuilder::new("INSERT INTO units (id, job_id, seq, state, replicated) ");
         qb.push_values(chunk, |mut b, (id, seq)| {
             b.push_bind(id.clone())
                 .push_bind(job.clone())
                 .push_bind(*seq)
-                .push("'open'");
+                .push("'open'")
+                .push_bind(!adaptive as i64);
         });
         qb.build().execute(&mut *conn).await?;
     }
@@ -210,7 +225,7 @@ async fn materialize(
     Ok(())
 }
 
-async fn insert_tasks<'a>(
+pub(super) async fn insert_tasks<'a>(
     conn: &mut SqliteConnection,
     job: &str,
     units: impl Iterator<Item = (&'a str, i64)>,
@@ -236,44 +251,6 @@ async fn insert_tasks<'a>(
     Ok(())
 }
 
-/// Leases up to `max` unsent tasks of one job to `worker`, at most one per unit (the subquery
-/// sees the table as it was before this statement, so it must pick one replica per unit itself).
-async fn lease_from_job(
-    conn: &mut SqliteConnection,
-    job: &str,
-    worker: &str,
-    max: u32,
-    now: Millis,
-    deadline: Millis,
-) -> StoreResult<Vec<LeasedTask>> {
-    let rows = sqlx::query(
-        "UPDATE tasks SET state = 'leased', worker_id = ?1, leased_at = ?2, deadline = ?3 \
-         WHERE id IN (SELECT t.id FROM tasks t WHERE t.job_id = ?4 AND t.state = 'unsent' \
-           AND NOT EXISTS (SELECT 1 FROM tasks o WHERE o.unit_id = t.unit_id AND o.worker_id = ?1) \
-           AND t.id = (SELECT MIN(x.id) FROM tasks x WHERE x.unit_id = t.unit_id AND x.state = 'unsent') \
-           ORDER BY t.unit_seq LIMIT ?5) \
-         RETURNING id, job_id, unit_id, unit_seq, deadline",
-    )
-    .bind(worker)
-    .bind(now)
-    .bind(deadline)
-    .bind(job)
-    .bind(max as i64)
-    .fetch_all(&mut *conn)
-    .await?;
-    rows.iter()
-        .map(|r| {
-            Ok(LeasedTask {
-                task_id: uuid_col(r, "id")?,
-                job_id: uuid_col(r, "job_id")?,
-                unit_id: uuid_col(r, "unit_id")?,
-                unit_seq: r.try_get::<i64, _>("unit_seq")? as u64,
-                deadline: r.try_get("deadline")?,
-            })
-        })
-        .collect()
-}
-
 #[async_trait]
 impl Store for SqliteStore {
     async fn create_job(&self, job: NewJob, now: Millis) -> StoreResult<JobRow> {
@@ -281,7 +258,8 @@ impl Store for SqliteStore {
         sqlx::query(
             "INSERT INTO jobs (id, name, app, params, state, priority, min_quorum, target_results, \
              max_error_results, max_total_results, unit_timeout_ms, unit_count, created_at, \
-             updated_at) VALUES (?1, ?2, ?3, ?4, 'queued', ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12)",
+             updated_at, adaptive, distinct_owners) \
+             VALUES (?1, ?2, ?3, ?4, 'queued', ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12, ?13, ?14)",
         )
         .bind(job.id.to_string())
         .bind(&job.name)
@@ -295,6 +273,8 @@ impl Store for SqliteStore {
         .bind(job.unit_timeout_ms)
         .bind(job.unit_count as i64)
         .bind(now)
+        .bind(job.redundancy.adaptive as i64)
+        .bind(job.redundancy.distinct_owners as i64)
         .execute(&mut *tx)
         .await?;
         materialize(
@@ -303,6 +283,7 @@ impl Store for SqliteStore {
             0,
             job.initial_units.min(job.unit_count),
             job.redundancy.target_results,
+            job.redundancy.adaptive,
             now,
         )
         .await?;
@@ -334,6 +315,21 @@ impl Store for SqliteStore {
         .fetch_all(&self.reader)
         .await?;
         rows.iter().map(job_from_row).collect()
+    }
+
+    async fn unit_map(
+        &self,
+        job: &JobRow,
+        per_cell: u64,
+    ) -> StoreResult<sparecycles_protocol::dashboard::UnitMap> {
+        self.dashboard_unit_map(job, per_cell).await
+    }
+
+    async fn fleet(
+        &self,
+        online_since: Millis,
+    ) -> StoreResult<sparecycles_protocol::dashboard::FleetView> {
+        self.dashboard_fleet(online_since).await
     }
 
     async fn units_in_progress(&self, job_id: Uuid) -> StoreResult<u64> {
@@ -389,7 +385,7 @@ impl Store for SqliteStore {
     async fn enroll(&self, w: NewWorker, now: Millis) -> StoreResult<()> {
         sqlx::query(
             "INSERT INTO workers (id, token_hash, name, owner, os, arch, cores, apps, created_at, \
-             last_seen) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9)",
+             last_seen, rac_time, quota) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?9, ?10)",
         )
         .bind(w.id.to_string())
         .bind(&w.token_hash)
@@ -400,6 +396,7 @@ impl Store for SqliteStore {
         .bind(w.cores as i64)
         .bind(serde_json::to_string(&w.apps).unwrap_or_else(|_| "[]".into()))
         .bind(now)
+        .bind(w.quota as i64)
         .execute(&self.writer)
         .await?;
         Ok(())
@@ -436,61 +433,9 @@ impl Store for SqliteStore {
         Ok(workers)
     }
 
-    async fn lease(
-        &self,
-        worker: Uuid,
-        apps: &[String],
-        max: u32,
-        now: Millis,
-        batch_units: u64,
-    ) -> StoreResult<Vec<LeasedTask>> {
-        let worker_s = worker.to_string();
-        let apps_json = serde_json::to_string(apps).unwrap_or_else(|_| "[]".into());
+    async fn lease(&self, ask: LeaseAsk<'_>, now: Millis) -> StoreResult<Vec<LeasedTask>> {
         let mut tx = self.writer.begin().await?;
-        sqlx::query("UPDATE workers SET last_seen = ?1 WHERE id = ?2")
-            .bind(now)
-            .bind(&worker_s)
-            .execute(&mut *tx)
-            .await?;
-        let jobs = sqlx::query(
-            "SELECT id, unit_timeout_ms, unit_count, units_created, target_results FROM jobs \
-             WHERE state IN ('queued', 'running') AND app IN (SELECT value FROM json_each(?1)) \
-             ORDER BY priority DESC, last_lease_at ASC, created_at ASC LIMIT 64",
-        )
-        .bind(&apps_json)
-        .fetch_all(&mut *tx)
-        .await?;
-        let mut leased = Vec::new();
-        for job in &jobs {
-            let want = max.saturating_sub(leased.len() as u32);
-            if want == 0 {
-                break;
-            }
-            let id: String = job.try_get("id")?;
-            let deadline = now + job.try_get::<i64, _>("unit_timeout_ms")?;
-            let mut got = lease_from_job(&mut tx, &id, &worker_s, want, now, deadline).await?;
-            let unit_count = job.try_get::<i64, _>("unit_count")? as u64;
-            let created = job.try_get::<i64, _>("units_created")? as u64;
-            if (got.len() as u32) < want && created < unit_count {
-                // The frontier reached the end of the created units: create the next batch.
-                let n = batch_units.max(want as u64).min(unit_count - created);
-                let target = job.try_get::<i64, _>("target_results")? as u32;
-                materialize(&mut tx, uuid_col(job, "id")?, created, n, target, now).await?;
-                let more = want - got.len() as u32;
-                got.extend(lease_from_job(&mut tx, &id, &worker_s, more, now, deadline).await?);
-            }
-            if !got.is_empty() {
-                sqlx::query(
-                    "UPDATE jobs SET last_lease_at = ?1, updated_at = ?1, \
-                     state = CASE state WHEN 'queued' THEN 'running' ELSE state END WHERE id = ?2",
-                )
-                .bind(now)
-                .bind(&id)
-                .execute(&mut *tx)
-                .await?;
-            }
-            leased.extend(got);
-        }
+        let leased = lease::lease(&mut tx, &ask, now).await?;
         tx.commit().await?;
         Ok(leased)
     }
@@ -591,14 +536,50 @@ impl Store for SqliteStore {
                 recorded.push(task);
             }
         }
-        sqlx::query("UPDATE workers SET last_seen = ?1, errors = errors + ?2 WHERE id = ?3")
+        sqlx::query("UPDATE workers SET last_seen = ?1 WHERE id = ?2")
             .bind(now)
-            .bind(errors)
             .bind(&worker_s)
             .execute(&mut *tx)
             .await?;
+        if errors > 0 {
+            trust::penalize(&mut tx, &worker_s, errors, "errors").await?;
+        }
         tx.commit().await?;
         Ok(recorded)
+    }
+
+    async fn spare_suspects(&self, seen_before: Millis) -> StoreResult<u64> {
+        let mut tx = self.writer.begin().await?;
+        let units: Vec<String> = sqlx::query_scalar(
+            "UPDATE tasks SET spared = 1 WHERE state = 'leased' AND spared = 0 \
+             AND worker_id IN (SELECT id FROM workers WHERE last_seen < ?1) RETURNING unit_id",
+        )
+        .bind(seen_before)
+        .fetch_all(&mut *tx)
+        .await?;
+        if units.is_empty() {
+            return Ok(0);
+        }
+        sqlx::query(
+            "UPDATE units SET dirty = dirty + 1 WHERE state = 'open' \
+             AND id IN (SELECT value FROM json_each(?1))",
+        )
+        .bind(serde_json::to_string(&units).unwrap_or_default())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(units.len() as u64)
+    }
+
+    async fn unban(&self, worker: Uuid) -> StoreResult<bool> {
+        let n = sqlx::query(
+            "UPDATE workers SET banned = 0, invalid = 0, streak = 0, quota = MAX(quota, 2) WHERE id = ?1",
+        )
+        .bind(worker.to_string())
+        .execute(&self.writer)
+        .await?
+        .rows_affected();
+        Ok(n > 0)
     }
 
     async fn expire_tasks(&self, now: Millis) -> StoreResult<u64> {
@@ -628,11 +609,7 @@ impl Store for SqliteStore {
         .execute(&mut *tx)
         .await?;
         for (w, n) in per_worker {
-            sqlx::query("UPDATE workers SET timeouts = timeouts + ?1 WHERE id = ?2")
-                .bind(n)
-                .bind(w)
-                .execute(&mut *tx)
-                .await?;
+            trust::penalize(&mut tx, &w, n, "timeouts").await?;
         }
         tx.commit().await?;
         Ok(rows.len() as u64)
@@ -640,7 +617,7 @@ impl Store for SqliteStore {
 
     async fn dirty_units(&self, limit: u32) -> StoreResult<Vec<DirtyUnit>> {
         let units = sqlx::query(
-            "SELECT u.id, u.job_id, u.seq, u.state, u.dirty, j.state AS job_state FROM units u \
+            "SELECT u.id, u.job_id, u.seq, u.state, u.dirty, u.replicated, j.state AS job_state FROM units u \
              JOIN jobs j ON j.id = u.job_id WHERE u.dirty > 0 LIMIT ?1",
         )
         .bind(limit as i64)
@@ -662,11 +639,12 @@ impl Store for SqliteStore {
                 seq: r.try_get::<i64, _>("seq")? as u64,
                 open: state == "open" && !job_state(&js)?.is_final(),
                 changes: r.try_get("dirty")?,
+                replicated: r.try_get::<i64, _>("replicated")? != 0,
                 tasks: Vec::new(),
             });
         }
         let tasks = sqlx::query(
-            "SELECT id, unit_id, worker_id, state, output, error FROM tasks \
+            "SELECT id, unit_id, worker_id, state, output, error, spared FROM tasks \
              WHERE unit_id IN (SELECT value FROM json_each(?1)) \
              ORDER BY reported_at IS NULL, reported_at, id",
         )
@@ -687,6 +665,7 @@ impl Store for SqliteStore {
                     .transpose()
                     .map_err(|e| StoreError::Corrupt(format!("output: {e}")))?,
                 error: r.try_get("error")?,
+                suspect: r.try_get::<i64, _>("spared")? != 0,
             };
             if let Some(&i) = index.get(&unit) {
                 out[i].tasks.push(snapshot);
@@ -695,8 +674,14 @@ impl Store for SqliteStore {
         Ok(out)
     }
 
-    async fn apply_verdicts(&self, verdicts: Vec<UnitVerdict>, now: Millis) -> StoreResult<()> {
+    async fn apply_verdicts(
+        &self,
+        verdicts: Vec<UnitVerdict>,
+        policy: &TrustPolicy,
+        now: Millis,
+    ) -> StoreResult<()> {
         let mut tx = self.writer.begin().await?;
+        let mut deltas: HashMap<Uuid, trust::Delta> = HashMap::new();
         for v in verdicts {
             let unit = v.unit_id.to_string();
             let job = v.job_id.to_string();
@@ -731,11 +716,12 @@ impl Store for SqliteStore {
                     invalid,
                 } => {
                     let decided = sqlx::query(
-                        "UPDATE units SET state = 'done', canonical_task = ?1, dirty = 0 \
+                        "UPDATE units SET state = 'done', canonical_task = ?1, dirty = 0, solo = ?3 \
                          WHERE id = ?2 AND state = 'open'",
                     )
                     .bind(canonical.to_string())
                     .bind(&unit)
+                    .bind(v.solo as i64)
                     .execute(&mut *tx)
                     .await?
                     .rows_affected();
@@ -759,28 +745,28 @@ impl Store for SqliteStore {
                         if ids.is_empty() {
                             continue;
                         }
-                        let list = id_list(ids);
                         sqlx::query(
                             "UPDATE tasks SET validation = ?1 \
                              WHERE id IN (SELECT value FROM json_each(?2))",
                         )
                         .bind(verdict)
-                        .bind(&list)
+                        .bind(id_list(ids))
                         .execute(&mut *tx)
                         .await?;
-                        let credit = if verdict == "valid" { v.credit } else { 0.0 };
-                        let (dv, di) = if verdict == "valid" { (1, 0) } else { (0, 1) };
-                        sqlx::query(
-                            "UPDATE workers SET valid = valid + ?1, invalid = invalid + ?2, \
-                             credit = credit + ?3 WHERE id IN \
-                             (SELECT worker_id FROM tasks WHERE id IN (SELECT value FROM json_each(?4)))",
-                        )
-                        .bind(dv)
-                        .bind(di)
-                        .bind(credit)
-                        .bind(&list)
-                        .execute(&mut *tx)
-                        .await?;
+                    }
+                    let worker_of = |task: &Uuid| {
+                        v.task_workers
+                            .iter()
+                            .find(|(t, _)| t == task)
+                            .map(|(_, w)| *w)
+                    };
+                    for w in valid.iter().filter_map(worker_of) {
+                        let d = deltas.entry(w).or_default();
+                        d.valid += 1;
+                        d.credit += v.credit;
+                    }
+                    for w in invalid.iter().filter_map(worker_of) {
+                        deltas.entry(w).or_default().invalid += 1;
                     }
                 }
                 Decision::Failed { reason } => {
@@ -813,6 +799,9 @@ impl Store for SqliteStore {
                     .await?;
                 }
             }
+        }
+        for liar in trust::apply(&mut tx, deltas, policy, now).await? {
+            trust::undo_solo(&mut tx, liar, now).await?;
         }
         tx.commit().await?;
         Ok(())
