@@ -20,6 +20,32 @@ pub struct ServeArgs {
     /// Admin token (default: DATA_DIR/admin.token, generated on first start).
     #[arg(long, env = "SPARECYCLES_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+    /// Seconds without a heartbeat or lease after which a worker's tasks get spare copies.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86400))]
+    pub suspect_after_secs: u64,
+    /// Consecutive valid results after which a worker may compute units alone.
+    #[arg(long, default_value_t = 10)]
+    pub trust_streak: u64,
+    /// Fraction of a trusted worker's units still replicated as a spot check (0 to 1).
+    #[arg(long, default_value_t = 0.1)]
+    pub spot_check: f64,
+}
+
+impl ServeArgs {
+    /// The scheduler settings these flags ask for.
+    pub fn settings(&self) -> anyhow::Result<Settings> {
+        anyhow::ensure!(
+            (0.0..=1.0).contains(&self.spot_check),
+            "--spot-check must be between 0 and 1"
+        );
+        let mut settings = Settings {
+            suspect_after: std::time::Duration::from_secs(self.suspect_after_secs),
+            ..Settings::default()
+        };
+        settings.trust.streak_to_trust = self.trust_streak;
+        settings.trust.spot_check = self.spot_check;
+        Ok(settings)
+    }
 }
 
 /// The admin token: given, or kept in `dir/admin.token` (generated and printed once).
@@ -58,8 +84,9 @@ fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
-    let token = admin_token(&args.data_dir, args.admin_token)?;
-    let (state, store) = open_state(&args.data_dir, token, Settings::default()).await?;
+    let settings = args.settings()?;
+    let token = admin_token(&args.data_dir, args.admin_token.clone())?;
+    let (state, store) = open_state(&args.data_dir, token, settings).await?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;

@@ -46,25 +46,33 @@ pub struct Coordinator {
     pub addr: String,
     pub dir: PathBuf,
     log: PathBuf,
+    extra: Vec<String>,
     _tmp: Option<tempfile::TempDir>,
 }
 
 impl Coordinator {
     /// Starts a coordinator on a free port with a fresh data dir.
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Starts a coordinator with extra `serve` flags.
+    pub fn start_with(extra: &[&str]) -> Self {
         let tmp = tempfile::tempdir().expect("tempdir");
         let dir = tmp.path().to_path_buf();
-        let mut c = Self::spawn(&dir, "127.0.0.1:0");
+        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        let mut c = Self::spawn(&dir, "127.0.0.1:0", &extra);
         c._tmp = Some(tmp);
         c
     }
 
-    fn spawn(dir: &Path, listen: &str) -> Self {
+    fn spawn(dir: &Path, listen: &str, extra: &[String]) -> Self {
         let log = dir.join(format!("coordinator-{}.log", Uuid::new_v4()));
         let mut child = Command::new(coordinator_bin())
             .args(["serve", "--listen", listen, "--data-dir"])
             .arg(dir.join("data"))
             .args(["--admin-token", ADMIN_TOKEN])
+            .args(extra)
             .env("RUST_LOG", "info,sparecycles_coordinator=debug")
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log).expect("log file"))
@@ -96,6 +104,7 @@ impl Coordinator {
             addr,
             dir: dir.to_path_buf(),
             log,
+            extra: extra.to_vec(),
             _tmp: None,
         }
     }
@@ -115,7 +124,8 @@ impl Coordinator {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             // The port may linger briefly; retry until it binds.
-            let attempt = std::panic::catch_unwind(|| Self::spawn(&self.dir, &self.addr));
+            let attempt =
+                std::panic::catch_unwind(|| Self::spawn(&self.dir, &self.addr, &self.extra));
             match attempt {
                 Ok(mut c) => {
                     c._tmp = tmp;

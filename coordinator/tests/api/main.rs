@@ -1,8 +1,10 @@
 //! End-to-end tests: the real coordinator and worker binaries on 127.0.0.1.
 
+mod fake_worker;
 mod helpers;
 mod protocol;
 mod spec_errors;
+mod trust;
 
 use std::time::Duration;
 

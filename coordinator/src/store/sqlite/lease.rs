@@ -108,14 +108,19 @@ pub(super) async fn lease(
     now: Millis,
 ) -> StoreResult<Vec<LeasedTask>> {
     let worker = ask.worker.to_string();
-    let row = sqlx::query(
-        "UPDATE workers SET last_seen = ?1 WHERE id = ?2 RETURNING quota, \
+    // Checked again here, inside the writer's transaction: a ban decided after the request was
+    // authenticated must not be followed by a lease nobody will compute.
+    let Some(row) = sqlx::query(
+        "UPDATE workers SET last_seen = ?1 WHERE id = ?2 AND banned = 0 RETURNING quota, \
          (SELECT COUNT(*) FROM tasks WHERE worker_id = ?2 AND state = 'leased') AS in_flight",
     )
     .bind(now)
     .bind(&worker)
-    .fetch_one(&mut *conn)
-    .await?;
+    .fetch_optional(&mut *conn)
+    .await?
+    else {
+        return Ok(Vec::new());
+    };
     let room = row.try_get::<i64, _>("quota")? - row.try_get::<i64, _>("in_flight")?;
     let max = ask.max.min(room.max(0) as u32);
     if max == 0 {
