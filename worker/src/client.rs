@@ -10,9 +10,10 @@ use reqwest::StatusCode;
 use reqwest::header::{HeaderMap, RETRY_AFTER};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use sparecycles_protocol::work::{ReleaseRequest, ReleaseResponse};
 use sparecycles_protocol::{
     EnrollRequest, EnrollResponse, ErrorBody, HeartbeatRequest, HeartbeatResponse, LeaseRequest,
-    LeaseResponse, ReportRequest, ReportResponse,
+    LeaseResponse, ReportRequest, ReportResponse, WorkerView,
 };
 
 /// Longest time to open a connection.
@@ -121,6 +122,25 @@ impl Client {
         self.post("/api/v1/work/report", req, true).await
     }
 
+    /// `POST /api/v1/work/release`: hands back leased tasks this worker will not compute.
+    pub async fn release(&self, req: &ReleaseRequest) -> Result<ReleaseResponse, ClientError> {
+        self.post("/api/v1/work/release", req, true).await
+    }
+
+    /// `GET /api/v1/work/me`: this worker as the coordinator sees it (counts, credit).
+    pub async fn me(&self) -> Result<WorkerView, ClientError> {
+        let url = format!("{}/api/v1/work/me", self.base);
+        let token = self.token.as_ref().ok_or(ClientError::Unauthorized)?;
+        let response = self
+            .http
+            .get(&url)
+            .bearer_auth(token)
+            .send()
+            .await
+            .map_err(transport)?;
+        Self::answer(response, &url).await
+    }
+
     async fn post<B: Serialize, R: DeserializeOwned>(
         &self,
         path: &str,
@@ -136,6 +156,13 @@ impl Client {
             }
         }
         let response = request.send().await.map_err(transport)?;
+        Self::answer(response, &url).await
+    }
+
+    async fn answer<R: DeserializeOwned>(
+        response: reqwest::Response,
+        url: &str,
+    ) -> Result<R, ClientError> {
         let status = response.status();
         if status.is_success() {
             return response

@@ -6,10 +6,17 @@
 
 mod atomic;
 pub mod backoff;
+pub mod checkpoint;
 pub mod client;
+pub mod idle;
+pub mod install;
 pub mod outbox;
+pub mod policy;
+pub mod prefs;
+mod priority;
 pub mod runner;
 pub mod state;
+pub mod status;
 
 pub use client::{Client, ClientError};
 pub use outbox::Outbox;

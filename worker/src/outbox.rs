@@ -39,6 +39,19 @@ impl Outbox {
         self.dir.join(format!("{task_id}.{EXTENSION}"))
     }
 
+    /// How many results are stored (a cheap count of files, for the status).
+    pub fn len(&self) -> usize {
+        fs::read_dir(&self.dir).map_or(0, |d| {
+            d.flatten()
+                .filter(|e| e.file_name().to_string_lossy().ends_with(".json"))
+                .count()
+        })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// Stores a result durably; a result for the same task replaces the previous one.
     pub fn write(&self, result: &TaskResult) -> io::Result<()> {
         let bytes = serde_json::to_vec(result).map_err(io::Error::other)?;

@@ -5,20 +5,35 @@
 //! HTTP keep flowing while every core is busy.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use rayon::ThreadPool;
 use serde_json::Value;
 use sparecycles_apps::{ComputeCtx, ComputeError};
-use sparecycles_protocol::TaskAssignment;
+use sparecycles_protocol::{TaskAssignment, now_millis};
 use tokio::sync::mpsc::UnboundedSender;
 use uuid::Uuid;
+
+use crate::checkpoint::{Checkpoints, Saved};
 
 /// A unit to compute, with the context the worker uses to cancel it and read its progress.
 pub(crate) struct Job {
     pub(crate) task: TaskAssignment,
     pub(crate) ctx: ComputeCtx,
+    /// Where the unit resumes from.
+    pub(crate) checkpoint: Option<Value>,
+    pub(crate) saver: Option<Saver>,
+}
+
+/// How a unit's checkpoints are kept.
+pub(crate) struct Saver {
+    pub(crate) store: Checkpoints,
+    /// Least time between two checkpoints.
+    pub(crate) interval: Duration,
+    /// When set, save at the next chance whatever the interval, then stop the unit.
+    pub(crate) wind_down: Arc<AtomicBool>,
 }
 
 /// What came of a job.
@@ -44,6 +59,9 @@ pub(crate) fn spawn(
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(cores.max(1))
         .thread_name(|i| format!("compute-{i}"))
+        .start_handler(|_| {
+            crate::priority::lower_current_thread();
+        })
         .build()
         .map_err(std::io::Error::other)?;
     let (jobs, rx) = mpsc::channel::<Job>();
@@ -62,15 +80,56 @@ pub(crate) fn spawn(
 
 /// Computes one unit; an unknown app or a panicking app becomes a failed result.
 pub(crate) fn compute(pool: &ThreadPool, job: Job) -> Outcome {
-    let Job { task, ctx } = job;
+    let Job {
+        task,
+        ctx,
+        checkpoint,
+        saver,
+    } = job;
     let started = Instant::now();
+    let last_save = Mutex::new(Instant::now());
+    let save = |state: &Value| {
+        let Some(saver) = &saver else { return };
+        let winding = saver.wind_down.load(Ordering::Relaxed);
+        let mut last = last_save.lock().unwrap_or_else(|e| e.into_inner());
+        if winding || last.elapsed() >= saver.interval {
+            let saved = Saved {
+                task: task.clone(),
+                checkpoint: state.clone(),
+                progress: ctx.fraction(),
+                saved_at: now_millis(),
+            };
+            match saver.store.save(&saved) {
+                Ok(()) => {
+                    tracing::debug!(task = %task.task_id, progress = saved.progress, "checkpoint saved")
+                }
+                Err(e) => {
+                    tracing::warn!(task = %task.task_id, error = %e, "cannot save a checkpoint")
+                }
+            }
+            *last = Instant::now();
+        }
+        if winding {
+            ctx.cancel();
+        }
+    };
     let result = match sparecycles_apps::find(&task.app) {
         None => Err(ComputeError::Failed(format!(
             "app {} not supported by this worker",
             task.app
         ))),
         Some(app) => {
-            let run = || pool.install(|| app.compute(&task.params, &task.unit, &ctx));
+            let run = || {
+                pool.install(|| {
+                    app.compute_resumable(
+                        &task.params,
+                        &task.unit,
+                        &ctx,
+                        checkpoint.as_ref(),
+                        &save,
+                    )
+                })
+            };
             catch_unwind(AssertUnwindSafe(run)).unwrap_or_else(|panic| {
                 let msg = panic
                     .downcast_ref::<&str>()
@@ -118,6 +177,8 @@ mod tests {
             Job {
                 task,
                 ctx: ComputeCtx::new(),
+                checkpoint: None,
+                saver: None,
             },
         );
         assert_eq!(

@@ -4,6 +4,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use sparecycles_protocol::EnrollRequest;
+
+use crate::prefs::Policy;
 use sparecycles_protocol::work::{MAX_LABEL_CHARS, MAX_LEASE_TASKS};
 
 /// Settings of one worker run.
@@ -27,11 +29,18 @@ pub struct RunConfig {
     pub idle_poll: Duration,
     /// Most tasks asked for in one lease call.
     pub max_tasks_per_lease: u32,
+    /// When to compute (idle time, windows, battery…) and how often to checkpoint.
+    pub policy: Policy,
+    /// `--idle-source`: `auto` (default) or `file:PATH`.
+    pub idle_source: Option<String>,
+    /// Port of the local status page on 127.0.0.1 (0: any free port); `None`: no page.
+    pub status_port: Option<u16>,
 }
 
 impl RunConfig {
     /// Defaults: every core, the host name, 2 prefetched tasks, heartbeat every 10 s, idle poll
-    /// every second.
+    /// every second, compute whenever there is work ([`Policy::always`]: the `worker` binary
+    /// applies the volunteer's preferences instead).
     pub fn new(coordinator: impl Into<String>, state_dir: impl Into<PathBuf>) -> RunConfig {
         RunConfig {
             coordinator: coordinator.into(),
@@ -43,6 +52,9 @@ impl RunConfig {
             heartbeat_interval: Duration::from_secs(10),
             idle_poll: Duration::from_secs(1),
             max_tasks_per_lease: 100,
+            policy: Policy::always(),
+            idle_source: None,
+            status_port: None,
         }
     }
 

@@ -10,7 +10,7 @@ use sparecycles_protocol::{TaskResult, now_millis};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 
 use super::Shared;
-use super::compute::{ComputeThread, Job, Outcome};
+use super::compute::{ComputeThread, Job, Outcome, Saver};
 use crate::outbox::Outbox;
 
 /// How long a canceled unit may take to notice, at shutdown, before it is abandoned.
@@ -47,10 +47,32 @@ pub(crate) async fn dispatch_loop(
             }
         };
         let task_id = task.task_id;
-        tracing::debug!(task = %task_id, app = %task.app, unit_seq = task.unit_seq, "computing unit");
+        let checkpoint = shared.checkpoints.load(task_id).filter(|s| s.task == task);
+        match &checkpoint {
+            Some(saved) => {
+                tracing::info!(task = %task_id, app = %task.app, unit_seq = task.unit_seq,
+                    progress = saved.progress, checkpoint = %saved.checkpoint,
+                    "resuming unit from checkpoint");
+                shared.tasks.set_resumed(task_id, saved.progress);
+            }
+            None => {
+                tracing::debug!(task = %task_id, app = %task.app, unit_seq = task.unit_seq, "computing unit");
+            }
+        }
+        let wind_down = shared
+            .tasks
+            .current()
+            .map(|c| c.wind_down)
+            .unwrap_or_default();
         let job = Job {
             task,
             ctx: ctx.clone(),
+            checkpoint: checkpoint.map(|s| s.checkpoint),
+            saver: Some(Saver {
+                store: shared.checkpoints.clone(),
+                interval: shared.config.policy.checkpoint_interval,
+                wind_down,
+            }),
         };
         if compute.jobs.send(job).is_err() {
             shared.tasks.finish(task_id);
@@ -59,25 +81,38 @@ pub(crate) async fn dispatch_loop(
         let outcome = tokio::select! {
             outcome = outcomes.recv() => outcome,
             _ = stop.wait() => {
-                ctx.cancel();
-                match tokio::time::timeout(CANCEL_GRACE, outcomes.recv()).await {
+                // The runner asked the unit to checkpoint and stop; give it a moment, then cancel.
+                let outcome = match tokio::time::timeout(CANCEL_GRACE, outcomes.recv()).await {
                     Ok(outcome) => outcome,
                     Err(_) => {
-                        tracing::warn!(task = %task_id, "unit did not stop in time; abandoning it");
-                        shared.tasks.finish(task_id);
-                        return Ok(());
+                        ctx.cancel();
+                        tokio::time::timeout(CANCEL_GRACE, outcomes.recv()).await.ok().flatten()
                     }
+                };
+                if outcome.is_none() {
+                    tracing::warn!(task = %task_id, "unit did not stop in time; abandoning it");
+                    shared.set_unfinished(task_id);
+                    shared.tasks.finish(task_id);
+                    return Ok(());
                 }
+                outcome
             }
         };
         let Some(outcome) = outcome else {
             shared.tasks.finish(task_id);
             return Err(DispatchError::ComputeThreadGone);
         };
+        let canceled = matches!(outcome.result, Err(ComputeError::Canceled));
         if let Some(result) = into_result(outcome) {
             store(&outbox, &result).await;
             // The report loop only ends after this loop, so the send fails only in shutdown.
             let _ = results.send(result);
+        }
+        if canceled && stop.is_stopped() {
+            // Stopped by shutdown: its checkpoint (if any) is resumed by the next run.
+            shared.set_unfinished(task_id);
+        } else if let Err(e) = shared.checkpoints.remove(task_id) {
+            tracing::warn!(task = %task_id, error = %e, "cannot remove a checkpoint");
         }
         shared.tasks.finish(task_id);
     }

@@ -39,6 +39,9 @@ pub(crate) async fn heartbeat_loop(shared: Arc<Shared>) {
             Ok(answer) if answer.abort.is_empty() => {}
             Ok(answer) => {
                 let stopped = shared.tasks.abort(&answer.abort);
+                for id in &answer.abort {
+                    let _ = shared.checkpoints.remove(*id);
+                }
                 tracing::info!(
                     asked = answer.abort.len(),
                     stopped,

@@ -14,6 +14,13 @@ pub(crate) async fn lease_loop(shared: Arc<Shared>) {
     let stop = &shared.stop;
     let mut backoff = Backoff::default();
     while !stop.is_stopped() {
+        // A paused worker does not hoard units it cannot compute (they would only time out).
+        if shared.tasks.is_paused() {
+            if !stop.sleep(std::time::Duration::from_millis(200)).await {
+                return;
+            }
+            continue;
+        }
         let wanted = shared
             .tasks
             .wanted(shared.config.target_tasks(), now_millis());

@@ -7,6 +7,7 @@
 
 mod compute;
 mod config;
+mod control;
 mod dispatch;
 mod heartbeat;
 mod lease;
@@ -16,7 +17,7 @@ mod stop;
 mod tasks;
 
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -26,12 +27,19 @@ pub use report::MAX_REPORT_BYTES;
 pub use session::EnrollError;
 
 use crate::backoff::BACKOFF_CAP;
+use crate::checkpoint::Checkpoints;
 use crate::client::Client;
 use crate::outbox::Outbox;
 use crate::state::{Credentials, StateDir};
 use session::Session;
+use sparecycles_protocol::now_millis;
+use sparecycles_protocol::work::ReleaseRequest;
 use stop::Stop;
 use tasks::Tasks;
+use uuid::Uuid;
+
+/// How long handing back leases may take at shutdown.
+const RELEASE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// What the loops share.
 pub(crate) struct Shared {
@@ -39,9 +47,17 @@ pub(crate) struct Shared {
     session: Session,
     tasks: Tasks,
     stop: Stop,
+    checkpoints: Checkpoints,
+    control: control::Control,
+    /// The unit shutdown interrupted, if any.
+    unfinished: Mutex<Option<Uuid>>,
 }
 
 impl Shared {
+    fn set_unfinished(&self, task_id: Uuid) {
+        *self.unfinished.lock().unwrap_or_else(|e| e.into_inner()) = Some(task_id);
+    }
+
     /// Handles a 401 met with credentials of `generation`: enrolls again (once, however many
     /// loops met it) and drops the tasks leased to the old identity, which can no longer be
     /// reported. Returns `false` when shutdown came first.
@@ -62,9 +78,10 @@ impl Shared {
     }
 }
 
-/// Runs the worker until `shutdown` resolves: then stops leasing, cancels the running unit,
-/// tries once (briefly) to deliver the outbox, and returns `Ok`. Results still undelivered stay
-/// in the outbox for the next run.
+/// Runs the worker until `shutdown` resolves: then stops leasing, has the running unit save a
+/// checkpoint and stop, hands the leases it will not compute back to the coordinator, tries
+/// once (briefly) to deliver the outbox, and returns `Ok`. Results still undelivered stay in
+/// the outbox, and checkpointed units in the state dir, for the next run.
 pub async fn run(
     config: RunConfig,
     shutdown: impl Future<Output = ()> + Send,
@@ -74,6 +91,9 @@ pub async fn run(
         .with_context(|| format!("state dir {}", config.state_dir.display()))?;
     let outbox = Outbox::open(state.outbox_dir())
         .with_context(|| format!("outbox {}", state.outbox_dir().display()))?;
+    let checkpoints = Checkpoints::open(state.root().join("checkpoints"))
+        .context("opening the checkpoint dir")?;
+    let idle = crate::idle::from_spec(config.idle_source.as_deref()).map_err(anyhow::Error::msg)?;
     let (stop_tx, stop) = stop::channel();
     tokio::pin!(shutdown);
 
@@ -101,12 +121,29 @@ pub async fn run(
         apps = ?sparecycles_apps::names(),
         "worker running"
     );
+    let resumable = checkpoints
+        .resumable(now_millis())
+        .context("reading checkpoints")?;
     let shared = Arc::new(Shared {
         config,
         session,
         tasks: Tasks::default(),
         stop,
+        checkpoints,
+        control: control::Control::default(),
+        unfinished: Mutex::new(None),
     });
+    if !resumable.is_empty() {
+        tracing::info!(count = resumable.len(), "resuming checkpointed units");
+        shared
+            .tasks
+            .add_front(resumable.into_iter().map(|s| s.task).collect());
+    }
+    let control = control::spawn(shared.clone(), idle, outbox.clone())
+        .context("starting the control thread")?;
+    if let Some(port) = shared.config.status_port {
+        start_page(&shared, &outbox, port).await?;
+    }
     let (result_tx, result_rx) = tokio::sync::mpsc::unbounded_channel();
     let lease = tokio::spawn(lease::lease_loop(shared.clone()));
     let heartbeat = tokio::spawn(heartbeat::heartbeat_loop(shared.clone()));
@@ -128,15 +165,17 @@ pub async fn run(
         _ = &mut shutdown => None,
         ended = &mut dispatcher => Some(ended),
     };
-    tracing::info!("stopping: no more leases, canceling the running unit");
+    tracing::info!("stopping: no more leases, checkpointing the running unit");
     stop_tx.stop();
-    shared.tasks.clear();
+    let buffered = shared.tasks.wind_down();
     let _ = lease.await;
     let _ = heartbeat.await;
     let dispatched = match failed {
         Some(ended) => ended,
         None => dispatcher.await,
     };
+    release_leases(&shared, buffered).await;
+    let _ = tokio::task::spawn_blocking(move || control.join()).await;
     // The reporter ends once the dispatcher has, after at most one bounded flush.
     let flush = report::FLUSH_TIMEOUT + Duration::from_secs(1);
     if tokio::time::timeout(flush, reporter).await.is_err() {
@@ -150,6 +189,60 @@ pub async fn run(
         Ok(Err(e)) => Err(e.into()),
         Err(e) => Err(anyhow::anyhow!("dispatcher panicked: {e}")),
     }
+}
+
+/// Hands back the tasks this run leased but will not compute: the buffered ones and an
+/// interrupted one without a checkpoint. A checkpointed unit is kept, to be resumed by the
+/// next run (or reissued by the coordinator when its deadline passes).
+async fn release_leases(shared: &Shared, buffered: Vec<sparecycles_protocol::TaskAssignment>) {
+    let unfinished = *shared.unfinished.lock().unwrap_or_else(|e| e.into_inner());
+    let tasks: Vec<Uuid> = buffered
+        .iter()
+        .map(|t| t.task_id)
+        .chain(unfinished)
+        .filter(|id| shared.checkpoints.load(*id).is_none())
+        .collect();
+    if tasks.is_empty() {
+        return;
+    }
+    let (_, client) = shared.session.client();
+    let request = ReleaseRequest { tasks };
+    match tokio::time::timeout(RELEASE_TIMEOUT, client.release(&request)).await {
+        Ok(Ok(answer)) => tracing::info!(
+            released = answer.released.len(),
+            "handed unstarted tasks back to the coordinator"
+        ),
+        Ok(Err(e)) => tracing::warn!(error = %e, "could not hand tasks back; they will time out"),
+        Err(_) => tracing::warn!("handing tasks back timed out; they will time out"),
+    }
+}
+
+/// Serves the local status page on 127.0.0.1:`port`.
+async fn start_page(shared: &Arc<Shared>, outbox: &Outbox, port: u16) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .with_context(|| format!("status page on 127.0.0.1:{port}"))?;
+    let addr = listener.local_addr()?;
+    let token = crate::status::page_token(&shared.config.state_dir).context("page token")?;
+    *shared
+        .control
+        .page
+        .lock()
+        .unwrap_or_else(|e| e.into_inner()) = Some(format!("http://{addr}/"));
+    tracing::info!(%addr, "status page listening");
+    let page = Arc::new(control::Page {
+        shared: shared.clone(),
+        outbox: outbox.clone(),
+    });
+    let stopped = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = stopped.clone();
+    let stop = shared.stop.clone();
+    tokio::spawn(async move {
+        stop.wait().await;
+        flag.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
+    tokio::spawn(crate::status::serve_page(listener, token, page, stopped));
+    Ok(())
 }
 
 /// `worker enroll`: returns the stored credentials for this coordinator, or enrolls (one

@@ -6,6 +6,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use sparecycles_apps::ComputeCtx;
 use sparecycles_protocol::{Millis, TaskAssignment, TaskProgress};
@@ -24,12 +25,25 @@ pub(crate) struct Tasks {
 #[derive(Debug, Default)]
 struct Inner {
     queue: VecDeque<TaskAssignment>,
-    current: Option<(Uuid, ComputeCtx)>,
+    current: Option<Current>,
+    /// Whether computing is paused now; applies to the current unit and the next ones.
+    paused: bool,
+}
+
+/// The unit being computed.
+#[derive(Debug, Clone)]
+pub(crate) struct Current {
+    pub(crate) task: TaskAssignment,
+    pub(crate) ctx: ComputeCtx,
+    /// Set at shutdown: save a checkpoint at the next chance, then stop.
+    pub(crate) wind_down: std::sync::Arc<AtomicBool>,
+    /// Progress the unit was resumed from, when it was.
+    pub(crate) resumed_from: Option<f64>,
 }
 
 impl Inner {
     fn holds(&self, id: Uuid) -> bool {
-        self.current.as_ref().is_some_and(|(c, _)| *c == id)
+        self.current.as_ref().is_some_and(|c| c.task.task_id == id)
             || self.queue.iter().any(|t| t.task_id == id)
     }
 
@@ -71,8 +85,21 @@ impl Tasks {
         self.work.notify_one();
     }
 
-    /// Takes the next live task and makes it current, with a fresh context to compute it in.
-    /// `None` when the buffer is empty or a task is already current.
+    /// Buffers tasks resumed from checkpoints ahead of the others.
+    pub(crate) fn add_front(&self, tasks: Vec<TaskAssignment>) {
+        let mut inner = self.lock();
+        for task in tasks.into_iter().rev() {
+            if !inner.holds(task.task_id) {
+                inner.queue.push_front(task);
+            }
+        }
+        drop(inner);
+        self.work.notify_one();
+    }
+
+    /// Takes the next live task and makes it current, with a fresh context to compute it in
+    /// (paused if computing is paused). `None` when the buffer is empty or a task is already
+    /// current.
     pub(crate) fn start_next(&self, now: Millis) -> Option<(TaskAssignment, ComputeCtx)> {
         let mut inner = self.lock();
         if inner.current.is_some() {
@@ -81,16 +108,57 @@ impl Tasks {
         inner.drop_expired(now);
         let task = inner.queue.pop_front()?;
         let ctx = ComputeCtx::new();
-        inner.current = Some((task.task_id, ctx.clone()));
+        ctx.set_paused(inner.paused);
+        inner.current = Some(Current {
+            task: task.clone(),
+            ctx: ctx.clone(),
+            wind_down: Default::default(),
+            resumed_from: None,
+        });
         drop(inner);
         self.space.notify_one();
         Some((task, ctx))
     }
 
+    /// The current unit, if any.
+    pub(crate) fn current(&self) -> Option<Current> {
+        self.lock().current.clone()
+    }
+
+    /// Notes that the current unit resumed from a checkpoint at `progress`.
+    pub(crate) fn set_resumed(&self, task_id: Uuid, progress: f64) {
+        let mut inner = self.lock();
+        if let Some(c) = inner.current.as_mut().filter(|c| c.task.task_id == task_id) {
+            c.resumed_from = Some(progress);
+        }
+    }
+
+    /// Pauses or resumes computing, within the apps' next check.
+    pub(crate) fn set_paused(&self, paused: bool) {
+        let mut inner = self.lock();
+        inner.paused = paused;
+        if let Some(c) = &inner.current {
+            c.ctx.set_paused(paused);
+        }
+    }
+
+    pub(crate) fn is_paused(&self) -> bool {
+        self.lock().paused
+    }
+
+    /// Buffered tasks (not the current one).
+    pub(crate) fn buffered(&self) -> Vec<TaskAssignment> {
+        self.lock().queue.iter().cloned().collect()
+    }
+
     /// The current task is done (finished, failed or canceled).
     pub(crate) fn finish(&self, task_id: Uuid) {
         let mut inner = self.lock();
-        if inner.current.as_ref().is_some_and(|(c, _)| *c == task_id) {
+        if inner
+            .current
+            .as_ref()
+            .is_some_and(|c| c.task.task_id == task_id)
+        {
             inner.current = None;
         }
         drop(inner);
@@ -100,9 +168,9 @@ impl Tasks {
     /// Progress of every held task: the current one's fraction, 0 for buffered ones.
     pub(crate) fn progress(&self) -> Vec<TaskProgress> {
         let inner = self.lock();
-        let current = inner.current.iter().map(|(id, ctx)| TaskProgress {
-            task_id: *id,
-            progress: ctx.fraction(),
+        let current = inner.current.iter().map(|c| TaskProgress {
+            task_id: c.task.task_id,
+            progress: c.ctx.fraction(),
         });
         let buffered = inner.queue.iter().map(|t| TaskProgress {
             task_id: t.task_id,
@@ -116,10 +184,10 @@ impl Tasks {
     pub(crate) fn abort(&self, ids: &[Uuid]) -> usize {
         let mut inner = self.lock();
         let mut hit = 0;
-        if let Some((id, ctx)) = &inner.current
-            && ids.contains(id)
+        if let Some(c) = &inner.current
+            && ids.contains(&c.task.task_id)
         {
-            ctx.cancel();
+            c.ctx.cancel();
             hit += 1;
         }
         let before = inner.queue.len();
@@ -132,15 +200,33 @@ impl Tasks {
         hit
     }
 
-    /// Drops every buffered task and cancels the current one (shutdown, new identity).
+    /// Drops every buffered task and cancels the current one (new identity).
     pub(crate) fn clear(&self) {
         let mut inner = self.lock();
         inner.queue.clear();
-        if let Some((_, ctx)) = &inner.current {
-            ctx.cancel();
+        if let Some(c) = &inner.current {
+            c.ctx.cancel();
         }
         drop(inner);
         self.space.notify_one();
+    }
+
+    /// Shutdown: empties the buffer (returning what was in it) and asks the current unit to
+    /// save a checkpoint and stop; a paused unit cannot reach its next checkpoint, so it stops
+    /// at once and keeps its last one.
+    pub(crate) fn wind_down(&self) -> Vec<TaskAssignment> {
+        let mut inner = self.lock();
+        let buffered = inner.queue.drain(..).collect();
+        if let Some(c) = &inner.current {
+            if inner.paused {
+                c.ctx.cancel();
+            } else {
+                c.wind_down.store(true, Ordering::Relaxed);
+            }
+        }
+        drop(inner);
+        self.space.notify_one();
+        buffered
     }
 }
 
