@@ -6,7 +6,9 @@
 
 pub mod auth;
 pub mod cli;
+pub mod events;
 pub mod http;
+pub mod metrics;
 pub mod scheduler;
 pub mod state;
 pub mod store;
@@ -53,6 +55,17 @@ pub async fn serve(
             .await;
         })
     };
+    let snapshots = {
+        let state = state.clone();
+        let mut rx = stop_rx.clone();
+        tokio::spawn(async move {
+            events::run(state, async move {
+                let _ = rx.wait_for(|stop| *stop).await;
+            })
+            .await;
+        })
+    };
+    let hub_state = state.clone();
     let app = http::router(state);
     let mut rx = stop_rx;
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
@@ -60,8 +73,11 @@ pub async fn serve(
     });
     let server = tokio::spawn(async move { server.await });
     shutdown.await;
+    // Event streams never end by themselves: end them so the server can drain.
+    hub_state.hub().close();
     let _ = stop_tx.send(true);
     server.await??;
     transitioner.await?;
+    snapshots.await?;
     Ok(())
 }

@@ -6,11 +6,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
+use sparecycles_protocol::dashboard::Event;
 use sparecycles_protocol::{JobCounts, JobList, JobSpec, JobState, JobView, now_millis};
 use uuid::Uuid;
 
 use crate::auth::Admin;
-use crate::http::error::{ApiError, ApiJson, parse_id};
+use crate::http::error::{ApiError, parse_id};
+use crate::http::spec_body::SpecBody;
 use crate::state::AppState;
 use crate::store::{JobRow, NewJob};
 
@@ -73,12 +75,16 @@ pub fn check_spec(
 async fn create(
     State(state): State<AppState>,
     _admin: Admin,
-    ApiJson(spec): ApiJson<JobSpec>,
+    SpecBody(spec): SpecBody,
 ) -> Result<(StatusCode, Json<JobView>), ApiError> {
     let (mut job, _plan) = check_spec(&spec)?;
     job.initial_units = state.settings().initial_units;
     let row = state.store().create_job(job, now_millis()).await?;
     tracing::info!(job = %row.id, name = %row.name, app = %row.app, units = row.unit_count, "job submitted");
+    state.emit(Event::JobChanged {
+        job_id: row.id,
+        state: row.state,
+    });
     Ok((StatusCode::CREATED, Json(view(&row, 0))))
 }
 
@@ -172,6 +178,10 @@ async fn transition(
         )));
     }
     tracing::info!(job = %id, state = %to, "job state changed by admin");
+    state.emit(Event::JobChanged {
+        job_id: id,
+        state: to,
+    });
     Ok(Json(view(&row, 0)))
 }
 
