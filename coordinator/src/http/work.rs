@@ -8,6 +8,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use sparecycles_protocol::work::{
     MAX_APPS, MAX_ERROR_BYTES, MAX_LABEL_CHARS, MAX_LEASE_TASKS, MAX_REPORT_RESULTS,
+    ReleaseRequest, ReleaseResponse,
 };
 use sparecycles_protocol::{
     EnrollRequest, EnrollResponse, HeartbeatRequest, HeartbeatResponse, LeaseRequest,
@@ -33,6 +34,8 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/workers", get(list_workers))
         .route("/api/v1/work/lease", post(lease))
         .route("/api/v1/work/heartbeat", post(heartbeat))
+        .route("/api/v1/work/release", post(release))
+        .route("/api/v1/work/me", get(me))
         .layer(DefaultBodyLimit::max(SMALL_BODY_LIMIT))
         .route(
             "/api/v1/work/report",
@@ -216,6 +219,33 @@ async fn heartbeat(
         .heartbeat(worker.id, &ids, now_millis())
         .await?;
     Ok(Json(HeartbeatResponse { abort }))
+}
+
+/// A worker hands back tasks it will not compute (it is shutting down): they are reissued at
+/// once instead of waiting for their deadline. Tasks not leased to it are ignored.
+async fn release(
+    State(state): State<AppState>,
+    WorkerAuth(worker): WorkerAuth,
+    ApiJson(req): ApiJson<ReleaseRequest>,
+) -> Result<Json<ReleaseResponse>, ApiError> {
+    if req.tasks.len() > MAX_LEASE_TASKS as usize {
+        return Err(ApiError::Unprocessable(format!(
+            "a release may name at most {MAX_LEASE_TASKS} tasks"
+        )));
+    }
+    let released = state
+        .store()
+        .release(worker.id, &req.tasks, now_millis())
+        .await?;
+    if !released.is_empty() {
+        tracing::info!(worker = %worker.id, count = released.len(), "tasks handed back");
+    }
+    Ok(Json(ReleaseResponse { released }))
+}
+
+/// The calling worker as the coordinator sees it: its counts and credit.
+async fn me(State(state): State<AppState>, WorkerAuth(worker): WorkerAuth) -> Json<WorkerView> {
+    Json(worker_view(worker, &state.settings().trust))
 }
 
 async fn report(

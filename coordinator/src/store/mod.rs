@@ -224,6 +224,9 @@ pub trait Store: Send + Sync + 'static {
     async fn lease(&self, ask: LeaseAsk<'_>, now: Millis) -> StoreResult<Vec<LeasedTask>>;
     /// Of `tasks`, those the worker should stop computing.
     async fn heartbeat(&self, worker: Uuid, tasks: &[Uuid], now: Millis) -> StoreResult<Vec<Uuid>>;
+    /// Hands back tasks still leased to `worker`: they become unsent, with no worker, to be
+    /// leased again at once. Returns those released.
+    async fn release(&self, worker: Uuid, tasks: &[Uuid], now: Millis) -> StoreResult<Vec<Uuid>>;
     /// The tasks named in a report, with what is needed to accept or refuse each.
     async fn report_targets(&self, tasks: &[Uuid]) -> StoreResult<Vec<ReportTarget>>;
     /// Records results of tasks leased to `worker` (still leased or timed out, unit undecided)

@@ -440,6 +440,26 @@ impl Store for SqliteStore {
         Ok(leased)
     }
 
+    async fn release(&self, worker: Uuid, tasks: &[Uuid], now: Millis) -> StoreResult<Vec<Uuid>> {
+        let mut tx = self.writer.begin().await?;
+        sqlx::query("UPDATE workers SET last_seen = ?1 WHERE id = ?2")
+            .bind(now)
+            .bind(worker.to_string())
+            .execute(&mut *tx)
+            .await?;
+        let rows = sqlx::query(
+            "UPDATE tasks SET state = 'unsent', worker_id = NULL, leased_at = NULL, deadline = NULL \
+             WHERE id IN (SELECT value FROM json_each(?1)) AND worker_id = ?2 AND state = 'leased' \
+             RETURNING id",
+        )
+        .bind(id_list(tasks))
+        .bind(worker.to_string())
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        rows.iter().map(|r| uuid_col(r, "id")).collect()
+    }
+
     async fn heartbeat(&self, worker: Uuid, tasks: &[Uuid], now: Millis) -> StoreResult<Vec<Uuid>> {
         sqlx::query("UPDATE workers SET last_seen = ?1 WHERE id = ?2")
             .bind(now)
