@@ -18,7 +18,7 @@ use super::submit::{follow, parse_spec, save};
 use crate::{Settings, open_state, serve};
 
 /// The example specs, embedded so the demo runs from anywhere.
-pub const DEMO_SPECS: [(&str, &str); 4] = [
+pub const DEMO_SPECS: [(&str, &str); 5] = [
     (
         "prime-count.toml",
         include_str!("../../../job-specs/prime-count.toml"),
@@ -34,6 +34,10 @@ pub const DEMO_SPECS: [(&str, &str); 4] = [
     (
         "mandelbrot.toml",
         include_str!("../../../job-specs/mandelbrot.toml"),
+    ),
+    (
+        "integrate.toml",
+        include_str!("../../../job-specs/integrate.toml"),
     ),
 ];
 

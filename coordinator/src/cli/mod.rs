@@ -71,7 +71,12 @@ impl Connection {
 /// Parses arguments, runs the command, and turns errors into a message and exit code 1.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing();
+    // The demo draws progress bars: keep routine logs off its screen unless asked for.
+    init_tracing(if matches!(cli.command, Command::Demo(_)) {
+        "warn"
+    } else {
+        "info,tower_http=warn,sqlx=warn"
+    });
     let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -99,9 +104,9 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn init_tracing() {
+fn init_tracing(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,tower_http=warn,sqlx=warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

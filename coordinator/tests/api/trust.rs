@@ -113,6 +113,12 @@ async fn liars_are_outvoted_and_banned() {
     let thief = fleet.iter().find(|w| w.name == "thief").unwrap();
     assert_eq!(thief.invalid, 0);
 
+    // The staller's leases timed out, and each timeout halved how much it may hold (BOINC
+    // issue #3061: a host with 1,663 tasks in flight and 313 errors kept getting work).
+    let staller = fleet.iter().find(|w| w.name == "staller").unwrap();
+    assert!(staller.timeouts > 0, "{staller:?}");
+    assert!(staller.quota < 6 && staller.in_flight <= 6, "{staller:?}");
+
     // An admin can unban.
     let r = api
         .http
