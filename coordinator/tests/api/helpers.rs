@@ -183,6 +183,8 @@ impl Worker {
             .arg(state_dir)
             .args(["--name", name, "--cores", &cores.to_string()])
             .args(["--heartbeat-secs", "1", "--idle-poll-ms", "100"])
+            // Compute even while someone uses this machine (the tests are run from a desktop).
+            .args(["--idle-minutes", "0", "--pause-on-battery", "false"])
             .env("RUST_LOG", "info,sparecycles_worker=debug")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("log file"))

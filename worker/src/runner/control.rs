@@ -113,7 +113,8 @@ pub(crate) fn spawn(
             let policy = shared.config.policy.clone();
             let mut readings = Readings::default();
             let mut cpu_before = CpuTimes::read();
-            let mut paused = false;
+            // The runner starts paused: nothing is leased or computed before the first look.
+            let mut paused = true;
             let mut tick: u32 = 0;
             let mut next = Instant::now();
             while !shared.stop.is_stopped() {

@@ -139,6 +139,7 @@ pub async fn run(
             .tasks
             .add_front(resumable.into_iter().map(|s| s.task).collect());
     }
+    shared.tasks.set_paused(true);
     let control = control::spawn(shared.clone(), idle, outbox.clone())
         .context("starting the control thread")?;
     if let Some(port) = shared.config.status_port {
