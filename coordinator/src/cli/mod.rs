@@ -1,5 +1,6 @@
 //! The `coordinator` command line: `serve`, `submit`, `demo`.
 
+mod bench;
 mod client;
 mod demo;
 mod serve;
@@ -34,6 +35,8 @@ enum Command {
     Submit(submit::SubmitArgs),
     /// Start a coordinator and two local workers, run the example jobs, keep serving.
     Demo(demo::DemoArgs),
+    /// Load-test a running coordinator with simulated workers over HTTP (benchmarks).
+    Bench(bench::BenchArgs),
 }
 
 /// Where the CLI finds a coordinator and its admin token.
@@ -93,6 +96,7 @@ pub fn main() -> ExitCode {
             Command::Serve(args) => serve::run(args).await,
             Command::Submit(args) => submit::run(args).await,
             Command::Demo(args) => demo::run(args).await,
+            Command::Bench(args) => bench::run(args).await,
         }
     });
     match result {

@@ -1,0 +1,254 @@
+//! `coordinator bench`: a load generator that simulates many workers over real HTTP, so the
+//! coordinator's own cost per unit is what is measured (issue 8, W1). Each simulated worker
+//! enrolls, then loops lease -> compute (a trivial prime-count unit) -> report. Prints units/s
+//! from submit to assembled result, lease and report latency percentiles, and the
+//! coordinator's CPU time and RSS when given its pid.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use serde_json::json;
+use sparecycles_apps::ComputeCtx;
+use sparecycles_protocol::{
+    EnrollRequest, EnrollResponse, JobSpec, JobState, LeaseRequest, LeaseResponse, ReportRequest,
+    ReportResponse, TaskResult,
+};
+use tokio::sync::Mutex;
+
+use super::Connection;
+use super::client::ApiClient;
+
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    /// Units in the job.
+    #[arg(long, default_value_t = 100_000)]
+    pub units: u64,
+    /// Simulated workers (each enrolled with its own token).
+    #[arg(long, default_value_t = 1000)]
+    pub workers: usize,
+    /// Concurrent HTTP clients driving them (each takes the next idle worker).
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: usize,
+    /// Tasks asked for per lease call.
+    #[arg(long, default_value_t = 16)]
+    pub batch: u32,
+    /// min_quorum of the job (adaptive replication off, so it is exact).
+    #[arg(long, default_value_t = 1)]
+    pub quorum: u32,
+    /// Pid of the coordinator, to report its CPU time and peak RSS.
+    #[arg(long)]
+    pub pid: Option<u32>,
+    #[command(flatten)]
+    pub conn: Connection,
+}
+
+/// CPU seconds (user + system) and RSS in MiB of a process, from /proc.
+fn proc_usage(pid: u32) -> Option<(f64, f64, f64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields: Vec<&str> = stat.rsplit(')').next()?.split_whitespace().collect();
+    let ticks = 100.0; // USER_HZ on Linux
+    let cpu = (fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?) / ticks;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kib = |key: &str| -> Option<f64> {
+        status
+            .lines()
+            .find(|l| l.starts_with(key))?
+            .split_whitespace()
+            .nth(1)?
+            .parse::<f64>()
+            .ok()
+    };
+    Some((cpu, kib("VmRSS:")? / 1024.0, kib("VmHWM:")? / 1024.0))
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i].as_secs_f64() * 1000.0
+}
+
+struct Lat {
+    lease: Vec<Duration>,
+    report: Vec<Duration>,
+}
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
+    let base = args.conn.coordinator.trim_end_matches('/').to_owned();
+    let client = ApiClient::new(&base, &args.conn.token()?)?;
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(args.concurrency)
+        .build()?;
+    // Enroll the simulated fleet.
+    let mut tokens = Vec::with_capacity(args.workers);
+    for i in 0..args.workers {
+        let req = EnrollRequest {
+            name: format!("sim-{i}"),
+            cores: 1,
+            os: "linux".into(),
+            arch: std::env::consts::ARCH.into(),
+            apps: vec!["prime-count".into()],
+            owner: Some(format!("sim-owner-{}", i % 100)),
+        };
+        let resp: EnrollResponse = http
+            .post(format!("{base}/api/v1/workers/enroll"))
+            .json(&req)
+            .send()
+            .await
+            .context("enroll")?
+            .error_for_status()?
+            .json()
+            .await?;
+        tokens.push(resp.token);
+    }
+    let before = args.pid.and_then(proc_usage);
+    let spec: JobSpec = serde_json::from_value(json!({
+        "name": format!("bench-{}-units-q{}", args.units, args.quorum),
+        "app": "prime-count",
+        "params": {"start": 0, "end": args.units * 10, "unit_size": 10},
+        "redundancy": {"min_quorum": args.quorum, "adaptive": false},
+        "unit_timeout_secs": 600
+    }))?;
+    let started = Instant::now();
+    let job = client.submit(&spec).await?;
+    let accepted = started.elapsed();
+
+    let idle = Arc::new(Mutex::new(tokens));
+    let lat = Arc::new(Mutex::new(Lat {
+        lease: Vec::new(),
+        report: Vec::new(),
+    }));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut drivers = Vec::new();
+    for _ in 0..args.concurrency {
+        let (http, base, idle, lat, stop) = (
+            http.clone(),
+            base.clone(),
+            idle.clone(),
+            lat.clone(),
+            stop.clone(),
+        );
+        let batch = args.batch;
+        drivers.push(tokio::spawn(async move {
+            let app = sparecycles_apps::find("prime-count").expect("built in");
+            while !stop.load(Ordering::Relaxed) {
+                let Some(token) = idle.lock().await.pop() else {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    continue;
+                };
+                let t = Instant::now();
+                let lease: LeaseResponse = match http
+                    .post(format!("{base}/api/v1/work/lease"))
+                    .bearer_auth(&token)
+                    .json(&LeaseRequest { max_tasks: batch })
+                    .send()
+                    .await
+                {
+                    Ok(r) => r.json().await.unwrap_or(LeaseResponse { tasks: vec![] }),
+                    Err(_) => LeaseResponse { tasks: vec![] },
+                };
+                let lease_time = t.elapsed();
+                let results: Vec<TaskResult> = lease
+                    .tasks
+                    .iter()
+                    .map(
+                        |task| match app.compute(&task.params, &task.unit, &ComputeCtx::new()) {
+                            Ok(out) => TaskResult::success(task.task_id, out),
+                            Err(e) => TaskResult::failure(task.task_id, e.to_string()),
+                        },
+                    )
+                    .collect();
+                let mut report_time = None;
+                if !results.is_empty() {
+                    let t = Instant::now();
+                    let _: Option<ReportResponse> = match http
+                        .post(format!("{base}/api/v1/work/report"))
+                        .bearer_auth(&token)
+                        .json(&ReportRequest { results })
+                        .send()
+                        .await
+                    {
+                        Ok(r) => r.json().await.ok(),
+                        Err(_) => None,
+                    };
+                    report_time = Some(t.elapsed());
+                }
+                {
+                    let mut l = lat.lock().await;
+                    l.lease.push(lease_time);
+                    if let Some(r) = report_time {
+                        l.report.push(r);
+                    }
+                }
+                if lease.tasks.is_empty() {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                idle.lock().await.insert(0, token);
+            }
+        }));
+    }
+    let done = loop {
+        let j = client.job(job.id).await?;
+        if j.state.is_final() {
+            break j;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let wall = started.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    for d in drivers {
+        let _ = d.await;
+    }
+    let after = args.pid.and_then(proc_usage);
+    anyhow::ensure!(
+        done.state == JobState::Completed,
+        "bench job ended {}",
+        done.state
+    );
+    let result = client.result(job.id).await?;
+    let mut l = lat.lock().await;
+    l.lease.sort();
+    l.report.sort();
+    println!(
+        "W1 {} units, quorum {}, {} simulated workers, {} clients, batch {}:",
+        args.units, args.quorum, args.workers, args.concurrency, args.batch
+    );
+    println!(
+        "  accepted in {:.3} s; completed in {:.2} s: {:.0} units/s end to end",
+        accepted.as_secs_f64(),
+        wall.as_secs_f64(),
+        args.units as f64 / wall.as_secs_f64()
+    );
+    println!(
+        "  tasks created: {} ({:.2} per unit)",
+        done.tasks_created,
+        done.tasks_created as f64 / args.units as f64
+    );
+    println!(
+        "  lease  p50 {:.2} ms  p99 {:.2} ms  ({} calls)",
+        percentile(&l.lease, 0.5),
+        percentile(&l.lease, 0.99),
+        l.lease.len()
+    );
+    println!(
+        "  report p50 {:.2} ms  p99 {:.2} ms  ({} calls)",
+        percentile(&l.report, 0.5),
+        percentile(&l.report, 0.99),
+        l.report.len()
+    );
+    if let (Some(b), Some(a)) = (before, after) {
+        println!(
+            "  coordinator: {:.1} CPU s ({:.2} cores), RSS {:.0} MiB now, peak {:.0} MiB",
+            a.0 - b.0,
+            (a.0 - b.0) / wall.as_secs_f64(),
+            a.1,
+            a.2
+        );
+    }
+    println!("  result: {}", String::from_utf8_lossy(&result.body));
+    Ok(ExitCode::SUCCESS)
+}
