@@ -36,10 +36,12 @@ pub enum Behavior {
 
 pub struct FakeWorker {
     pub api: Api,
-    pub id: Uuid,
     pub token: String,
     pub behavior: Behavior,
+    /// Task ids of other workers, for the thief to report.
     pub stolen: Vec<Uuid>,
+    /// Every task this worker leased (a thief must not "steal" its own).
+    leased: Vec<Uuid>,
 }
 
 /// Honest output of a task, computed here with the built-in app.
@@ -85,10 +87,10 @@ impl FakeWorker {
             .expect("enroll answer");
         FakeWorker {
             api: api.clone(),
-            id: resp.worker_id,
             token: resp.token,
             behavior,
             stolen: Vec::new(),
+            leased: Vec::new(),
         }
     }
 
@@ -109,6 +111,7 @@ impl FakeWorker {
         }
         let lease: LeaseResponse = resp.json().await.ok()?;
         let n = lease.tasks.len();
+        self.leased.extend(lease.tasks.iter().map(|t| t.task_id));
         if self.behavior == Behavior::Stall {
             return Some(n);
         }
@@ -130,6 +133,7 @@ impl FakeWorker {
                 }
             };
             let task_id = if self.behavior == Behavior::Steal {
+                self.stolen.retain(|id| !self.leased.contains(id));
                 self.stolen.pop().unwrap_or(task.task_id)
             } else {
                 task.task_id

@@ -21,13 +21,14 @@ use uuid::Uuid;
 mod dashboard;
 mod lease;
 mod trust;
+mod verdicts;
 
 use super::{
     DirtyUnit, JobRow, LeaseAsk, LeasedTask, NewJob, NewWorker, Outcome, ReportTarget, Store,
     StoreError, StoreResult, UnitVerdict, WorkerRow,
 };
 use crate::scheduler::trust::TrustPolicy;
-use crate::scheduler::validate::{Decision, TaskSnapshot, TaskState};
+use crate::scheduler::validate::{TaskSnapshot, TaskState};
 
 /// Rows per multi-row INSERT: SQLite allows 32,766 bound variables per statement.
 const INSERT_CHUNK: usize = 4000;
@@ -497,7 +498,7 @@ impl Store for SqliteStore {
              JOIN jobs j ON j.id = t.job_id WHERE t.id IN (SELECT value FROM json_each(?1))",
         )
         .bind(id_list(tasks))
-        .fetch_all(&self.writer)
+        .fetch_all(&self.reader)
         .await?;
         rows.iter()
             .map(|r| {
@@ -523,38 +524,47 @@ impl Store for SqliteStore {
         now: Millis,
     ) -> StoreResult<Vec<Uuid>> {
         let worker_s = worker.to_string();
-        let mut tx = self.writer.begin().await?;
-        let mut recorded = Vec::with_capacity(results.len());
-        let mut errors = 0i64;
-        for (task, outcome) in results {
-            let (state, output, error) = match &outcome {
-                Outcome::Success(v) => ("success", Some(v.to_string()), None),
-                Outcome::Error(e) => ("error", None, Some(e.as_str())),
-            };
-            let unit: Option<String> = sqlx::query_scalar(
-                "UPDATE tasks SET state = ?1, output = ?2, error = ?3, reported_at = ?4 \
-                 WHERE id = ?5 AND worker_id = ?6 AND state IN ('leased', 'timed_out') \
-                 AND EXISTS (SELECT 1 FROM units u WHERE u.id = tasks.unit_id AND u.state = 'open') \
-                 RETURNING unit_id",
-            )
-            .bind(state)
-            .bind(output)
-            .bind(error)
-            .bind(now)
-            .bind(task.to_string())
-            .bind(&worker_s)
-            .fetch_optional(&mut *tx)
-            .await?;
-            if let Some(unit) = unit {
-                sqlx::query("UPDATE units SET dirty = dirty + 1 WHERE id = ?1")
-                    .bind(unit)
-                    .execute(&mut *tx)
-                    .await?;
-                if matches!(outcome, Outcome::Error(_)) {
-                    errors += 1;
+        // One statement for the whole report: a JSON array of results joined to their tasks.
+        let batch: Vec<Value> = results
+            .iter()
+            .map(|(task, outcome)| match outcome {
+                Outcome::Success(v) => {
+                    serde_json::json!({"id": task, "state": "success", "output": v.to_string()})
                 }
-                recorded.push(task);
+                Outcome::Error(e) => serde_json::json!({"id": task, "state": "error", "error": e}),
+            })
+            .collect();
+        let mut tx = self.writer.begin().await?;
+        let rows = sqlx::query(
+            "UPDATE tasks SET state = r.value ->> 'state', output = r.value ->> 'output', \
+             error = r.value ->> 'error', reported_at = ?1 FROM json_each(?2) AS r \
+             WHERE tasks.id = r.value ->> 'id' AND tasks.worker_id = ?3 \
+             AND tasks.state IN ('leased', 'timed_out') \
+             AND EXISTS (SELECT 1 FROM units u WHERE u.id = tasks.unit_id AND u.state = 'open') \
+             RETURNING tasks.id, tasks.unit_id, tasks.state",
+        )
+        .bind(now)
+        .bind(Value::Array(batch).to_string())
+        .bind(&worker_s)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut recorded = Vec::with_capacity(rows.len());
+        let mut units = Vec::with_capacity(rows.len());
+        let mut errors = 0i64;
+        for r in &rows {
+            recorded.push(uuid_col(r, "id")?);
+            units.push(uuid_col(r, "unit_id")?);
+            if r.try_get::<String, _>("state")? == "error" {
+                errors += 1;
             }
+        }
+        if !units.is_empty() {
+            sqlx::query(
+                "UPDATE units SET dirty = dirty + 1 WHERE id IN (SELECT value FROM json_each(?1))",
+            )
+            .bind(id_list(&units))
+            .execute(&mut *tx)
+            .await?;
         }
         sqlx::query("UPDATE workers SET last_seen = ?1 WHERE id = ?2")
             .bind(now)
@@ -641,7 +651,7 @@ impl Store for SqliteStore {
              JOIN jobs j ON j.id = u.job_id WHERE u.dirty > 0 LIMIT ?1",
         )
         .bind(limit as i64)
-        .fetch_all(&self.writer)
+        .fetch_all(&self.reader)
         .await?;
         if units.is_empty() {
             return Ok(Vec::new());
@@ -669,7 +679,7 @@ impl Store for SqliteStore {
              ORDER BY reported_at IS NULL, reported_at, id",
         )
         .bind(id_list(index.keys()))
-        .fetch_all(&self.writer)
+        .fetch_all(&self.reader)
         .await?;
         for r in &tasks {
             let unit = uuid_col(r, "unit_id")?;
@@ -701,128 +711,7 @@ impl Store for SqliteStore {
         now: Millis,
     ) -> StoreResult<()> {
         let mut tx = self.writer.begin().await?;
-        let mut deltas: HashMap<Uuid, trust::Delta> = HashMap::new();
-        for v in verdicts {
-            let unit = v.unit_id.to_string();
-            let job = v.job_id.to_string();
-            match &v.decision {
-                Decision::Pending { new_tasks } => {
-                    // A result that arrived after the snapshot keeps the unit marked.
-                    sqlx::query("UPDATE units SET dirty = 0 WHERE id = ?1 AND dirty = ?2")
-                        .bind(&unit)
-                        .bind(v.changes)
-                        .execute(&mut *tx)
-                        .await?;
-                    if *new_tasks > 0 {
-                        insert_tasks(
-                            &mut tx,
-                            &job,
-                            std::iter::repeat_n((unit.as_str(), v.seq as i64), *new_tasks as usize),
-                            now,
-                        )
-                        .await?;
-                        sqlx::query(
-                            "UPDATE jobs SET tasks_created = tasks_created + ?1 WHERE id = ?2",
-                        )
-                        .bind(*new_tasks as i64)
-                        .bind(&job)
-                        .execute(&mut *tx)
-                        .await?;
-                    }
-                }
-                Decision::Valid {
-                    canonical,
-                    valid,
-                    invalid,
-                } => {
-                    let decided = sqlx::query(
-                        "UPDATE units SET state = 'done', canonical_task = ?1, dirty = 0, solo = ?3 \
-                         WHERE id = ?2 AND state = 'open'",
-                    )
-                    .bind(canonical.to_string())
-                    .bind(&unit)
-                    .bind(v.solo as i64)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
-                    if decided == 0 {
-                        continue;
-                    }
-                    sqlx::query(
-                        "UPDATE jobs SET units_done = units_done + 1, updated_at = ?1 WHERE id = ?2",
-                    )
-                    .bind(now)
-                    .bind(&job)
-                    .execute(&mut *tx)
-                    .await?;
-                    sqlx::query(
-                        "UPDATE tasks SET state = 'aborted' WHERE unit_id = ?1 AND state = 'unsent'",
-                    )
-                    .bind(&unit)
-                    .execute(&mut *tx)
-                    .await?;
-                    for (ids, verdict) in [(valid, "valid"), (invalid, "invalid")] {
-                        if ids.is_empty() {
-                            continue;
-                        }
-                        sqlx::query(
-                            "UPDATE tasks SET validation = ?1 \
-                             WHERE id IN (SELECT value FROM json_each(?2))",
-                        )
-                        .bind(verdict)
-                        .bind(id_list(ids))
-                        .execute(&mut *tx)
-                        .await?;
-                    }
-                    let worker_of = |task: &Uuid| {
-                        v.task_workers
-                            .iter()
-                            .find(|(t, _)| t == task)
-                            .map(|(_, w)| *w)
-                    };
-                    for w in valid.iter().filter_map(worker_of) {
-                        let d = deltas.entry(w).or_default();
-                        d.valid += 1;
-                        d.credit += v.credit;
-                    }
-                    for w in invalid.iter().filter_map(worker_of) {
-                        deltas.entry(w).or_default().invalid += 1;
-                    }
-                }
-                Decision::Failed { reason } => {
-                    let failed = sqlx::query(
-                        "UPDATE units SET state = 'failed', dirty = 0 WHERE id = ?1 AND state = 'open'",
-                    )
-                    .bind(&unit)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
-                    if failed == 0 {
-                        continue;
-                    }
-                    let msg = format!("unit {} failed: {reason}", v.seq);
-                    sqlx::query(
-                        "UPDATE jobs SET units_failed = units_failed + 1, updated_at = ?1, \
-                         state = CASE WHEN state IN ('completed', 'failed', 'canceled') THEN state ELSE 'failed' END, \
-                         error = COALESCE(error, ?2), finished_at = COALESCE(finished_at, ?1) WHERE id = ?3",
-                    )
-                    .bind(now)
-                    .bind(&msg)
-                    .bind(&job)
-                    .execute(&mut *tx)
-                    .await?;
-                    sqlx::query(
-                        "UPDATE tasks SET state = 'aborted' WHERE job_id = ?1 AND state = 'unsent'",
-                    )
-                    .bind(&job)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-            }
-        }
-        for liar in trust::apply(&mut tx, deltas, policy, now).await? {
-            trust::undo_solo(&mut tx, liar, now).await?;
-        }
+        verdicts::apply(&mut tx, verdicts, policy, now).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -832,7 +721,7 @@ impl Store for SqliteStore {
             "SELECT {JOB_COLUMNS} FROM jobs WHERE state IN ('queued', 'running', 'paused') \
              AND units_done = unit_count"
         )))
-        .fetch_all(&self.writer)
+        .fetch_all(&self.reader)
         .await?;
         rows.iter().map(job_from_row).collect()
     }
