@@ -423,7 +423,21 @@ async fn sigterm_hands_unstarted_leases_back_at_once() {
             .fetch_one(&pool)
             .await
             .unwrap();
-    assert!(unsent >= 9, "{unsent} unsent");
+    // Every unit not finished and not kept for resumption is back in the queue at once.
+    let states: Vec<(String, i64)> =
+        sqlx::query_as("SELECT state, COUNT(*) FROM tasks WHERE job_id = ?1 GROUP BY state")
+            .bind(job.id.to_string())
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    let count = |st: &str| states.iter().find(|(s, _)| s == st).map_or(0, |(_, n)| *n);
+    assert_eq!(
+        count("unsent") + count("success") + count("error") + count("leased"),
+        10,
+        "{states:?}"
+    );
+    assert!(count("leased") <= 1, "{states:?}");
+    assert!(unsent >= 6, "{unsent} unsent");
 }
 
 #[test]
