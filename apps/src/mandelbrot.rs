@@ -238,6 +238,10 @@ impl App for Mandelbrot {
         NAME
     }
 
+    fn result_type(&self) -> &'static str {
+        "image/png"
+    }
+
     fn plan(&self, params: &Value) -> Result<Box<dyn Plan>, AppError> {
         Ok(Box::new(TilePlan {
             params: checked(params)?,

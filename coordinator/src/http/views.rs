@@ -24,6 +24,10 @@ const EXAMPLES: &[(&str, &str)] = &[
         include_str!("../../../job-specs/collatz.toml"),
     ),
     (
+        "integrate.toml",
+        include_str!("../../../job-specs/integrate.toml"),
+    ),
+    (
         "monte-carlo-pi.toml",
         include_str!("../../../job-specs/monte-carlo-pi.toml"),
     ),

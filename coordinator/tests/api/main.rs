@@ -1,6 +1,7 @@
 //! End-to-end tests: the real coordinator and worker binaries on 127.0.0.1.
 
 mod agent;
+mod dashboard;
 mod fake_worker;
 mod helpers;
 mod protocol;
