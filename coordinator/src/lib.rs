@@ -6,6 +6,7 @@
 
 pub mod auth;
 pub mod cli;
+pub mod examples;
 pub mod events;
 pub mod http;
 pub mod metrics;

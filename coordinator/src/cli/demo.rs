@@ -17,30 +17,6 @@ use super::serve::admin_token;
 use super::submit::{follow, parse_spec, save};
 use crate::{Settings, open_state, serve};
 
-/// The example specs, embedded so the demo runs from anywhere.
-pub const DEMO_SPECS: [(&str, &str); 5] = [
-    (
-        "prime-count.toml",
-        include_str!("../../../job-specs/prime-count.toml"),
-    ),
-    (
-        "collatz.toml",
-        include_str!("../../../job-specs/collatz.toml"),
-    ),
-    (
-        "monte-carlo-pi.toml",
-        include_str!("../../../job-specs/monte-carlo-pi.toml"),
-    ),
-    (
-        "mandelbrot.toml",
-        include_str!("../../../job-specs/mandelbrot.toml"),
-    ),
-    (
-        "integrate.toml",
-        include_str!("../../../job-specs/integrate.toml"),
-    ),
-];
-
 #[derive(Debug, clap::Args)]
 pub struct DemoArgs {
     /// Address to listen on (a free port is used if this one is taken).
@@ -120,7 +96,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let style = ProgressStyle::with_template("{prefix:>22} {wide_bar} {pos}/{len} units {msg}")
         .unwrap_or_else(|_| ProgressStyle::default_bar());
     let mut followers = Vec::new();
-    for (file, text) in DEMO_SPECS {
+    for (file, text) in crate::examples::EXAMPLES {
         let spec = parse_spec(text, false).with_context(|| format!("job-specs/{file}"))?;
         let job = client.submit(&spec).await?;
         let bar = bars.add(ProgressBar::new(job.units.total));

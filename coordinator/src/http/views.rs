@@ -6,32 +6,9 @@ use axum::routing::get;
 use axum::{Json, Router};
 use sparecycles_protocol::dashboard::{ExampleSpec, MAX_UNIT_CELLS, UnitMap};
 
+use crate::examples::EXAMPLES;
 use crate::http::error::{ApiError, parse_id};
 use crate::state::AppState;
-
-/// `job-specs/*.toml`, embedded.
-const EXAMPLES: &[(&str, &str)] = &[
-    (
-        "mandelbrot.toml",
-        include_str!("../../../job-specs/mandelbrot.toml"),
-    ),
-    (
-        "prime-count.toml",
-        include_str!("../../../job-specs/prime-count.toml"),
-    ),
-    (
-        "collatz.toml",
-        include_str!("../../../job-specs/collatz.toml"),
-    ),
-    (
-        "integrate.toml",
-        include_str!("../../../job-specs/integrate.toml"),
-    ),
-    (
-        "monte-carlo-pi.toml",
-        include_str!("../../../job-specs/monte-carlo-pi.toml"),
-    ),
-];
 
 pub fn router() -> Router<AppState> {
     Router::new()
