@@ -6,8 +6,8 @@
 
 pub mod auth;
 pub mod cli;
-pub mod examples;
 pub mod events;
+pub mod examples;
 pub mod http;
 pub mod metrics;
 pub mod scheduler;
