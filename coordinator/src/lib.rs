@@ -24,7 +24,7 @@ use tokio::sync::watch;
 pub use state::{AppState, Settings};
 
 use crate::auth::Secret;
-use crate::store::SqliteStore;
+use crate::store::{PostgresStore, SqliteStore, Store};
 
 /// Opens the embedded SQLite store in `data_dir` and builds the shared state.
 pub async fn open_state(
@@ -36,6 +36,49 @@ pub async fn open_state(
     let store = SqliteStore::open(data_dir).await?;
     let state = AppState::new(Arc::new(store.clone()), admin_token, settings);
     Ok((state, store))
+}
+
+/// An open store of either backend, kept to be closed on exit.
+#[derive(Clone)]
+pub enum OpenStore {
+    Sqlite(SqliteStore),
+    Postgres(Arc<PostgresStore>),
+}
+
+impl OpenStore {
+    /// PostgreSQL at `database_url` when given (`postgres://…`), else SQLite in `data_dir`.
+    pub async fn open(data_dir: &Path, database_url: Option<&str>) -> anyhow::Result<Self> {
+        match database_url {
+            Some(url) => {
+                anyhow::ensure!(
+                    url.starts_with("postgres://") || url.starts_with("postgresql://"),
+                    "--database-url must be a postgres:// URL (SQLite is the default without it)"
+                );
+                Ok(OpenStore::Postgres(Arc::new(
+                    PostgresStore::open(url).await?,
+                )))
+            }
+            None => {
+                std::fs::create_dir_all(data_dir)?;
+                Ok(OpenStore::Sqlite(SqliteStore::open(data_dir).await?))
+            }
+        }
+    }
+
+    pub fn store(&self) -> Arc<dyn Store> {
+        match self {
+            OpenStore::Sqlite(s) => Arc::new(s.clone()),
+            OpenStore::Postgres(p) => p.clone(),
+        }
+    }
+
+    /// Closes the connections (checkpointing SQLite's WAL, giving up PostgreSQL leadership).
+    pub async fn close(&self) {
+        match self {
+            OpenStore::Sqlite(s) => s.close().await,
+            OpenStore::Postgres(p) => p.close().await,
+        }
+    }
 }
 
 /// Serves the API on `listener` and runs the transitioner, until `shutdown` resolves; then

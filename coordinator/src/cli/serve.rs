@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 
 use crate::auth::{Secret, generate_token};
-use crate::{Settings, open_state, serve};
+use crate::{AppState, OpenStore, Settings, serve};
 
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
@@ -17,6 +17,10 @@ pub struct ServeArgs {
     /// Where the database and the admin token live.
     #[arg(long, default_value = "sparecycles-data")]
     pub data_dir: PathBuf,
+    /// PostgreSQL database shared by several coordinators (postgres://user@host/db); without
+    /// it the coordinator keeps an embedded SQLite database in the data dir.
+    #[arg(long, env = "SPARECYCLES_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
     /// Admin token (default: DATA_DIR/admin.token, generated on first start).
     #[arg(long, env = "SPARECYCLES_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
@@ -86,13 +90,19 @@ fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
 pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let settings = args.settings()?;
     let token = admin_token(&args.data_dir, args.admin_token.clone())?;
-    let (state, store) = open_state(&args.data_dir, token, settings).await?;
+    let store = OpenStore::open(&args.data_dir, args.database_url.as_deref()).await?;
+    let state = AppState::new(store.store(), token, settings);
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
     println!("SpareCycles coordinator listening on http://{addr} (dashboard: http://{addr}/)");
-    tracing::info!(%addr, data_dir = %args.data_dir.display(), "coordinator started");
+    let backend = if args.database_url.is_some() {
+        "postgres"
+    } else {
+        "sqlite"
+    };
+    tracing::info!(%addr, data_dir = %args.data_dir.display(), backend, "coordinator started");
     serve(listener, state, super::shutdown_signal()).await?;
     store.close().await;
     tracing::info!("coordinator stopped");

@@ -1,5 +1,6 @@
 //! The transitioner: times out tasks, decides units whose tasks changed, assembles finished
-//! jobs. Woken after reports and otherwise runs every `transition_interval`.
+//! jobs. Woken after reports and otherwise runs every `transition_interval`; with several
+//! coordinators on one database only the elected leader runs passes.
 
 use std::future::Future;
 
@@ -18,8 +19,16 @@ pub async fn run(state: AppState, shutdown: impl Future<Output = ()>) {
     tokio::pin!(shutdown);
     let interval = state.settings().transition_interval;
     loop {
-        if let Err(e) = pass(&state).await {
-            tracing::error!(error = format!("{e:#}"), "transitioner pass failed");
+        // Coordinators sharing a database run the passes one at a time: the one holding the
+        // store's leadership does, the others stand by and take over if it dies.
+        match state.store().try_lead().await {
+            Ok(true) => {
+                if let Err(e) = pass(&state).await {
+                    tracing::error!(error = format!("{e:#}"), "transitioner pass failed");
+                }
+            }
+            Ok(false) => {}
+            Err(e) => tracing::error!(error = %e, "cannot tell whether to lead the transitioner"),
         }
         tokio::select! {
             _ = &mut shutdown => return,

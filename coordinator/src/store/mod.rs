@@ -1,9 +1,11 @@
-//! Persistence: the [`Store`] trait the scheduler and API use, and its SQLite implementation.
+//! Persistence: the [`Store`] trait the scheduler and API use, and its SQLite (embedded default)
+//! and PostgreSQL (several coordinators on one database) implementations.
 //!
 //! SQL stays in this module. The trait speaks in domain operations (lease, report, decide), so
 //! each backend can use its best statement for each (SQLite's single writer, PostgreSQL's
 //! `FOR UPDATE SKIP LOCKED`).
 
+mod postgres;
 mod sqlite;
 
 use async_trait::async_trait;
@@ -13,6 +15,7 @@ use uuid::Uuid;
 
 use crate::scheduler::validate::{Decision, TaskSnapshot};
 
+pub use postgres::{LEADER_LOCK_KEY, PostgresStore};
 pub use sqlite::SqliteStore;
 
 /// Errors of the storage layer.
@@ -277,4 +280,11 @@ pub trait Store: Send + Sync + 'static {
     async fn fail_job(&self, job_id: Uuid, reason: &str, now: Millis) -> StoreResult<()>;
     /// The assembled result: media type and bytes.
     async fn job_result(&self, job_id: Uuid) -> StoreResult<Option<(String, Vec<u8>)>>;
+
+    /// Whether this process may run the transitioner now. Coordinators sharing a database
+    /// elect one (PostgreSQL: an advisory lock, released when its holder dies); a store
+    /// used by one process always leads.
+    async fn try_lead(&self) -> StoreResult<bool> {
+        Ok(true)
+    }
 }

@@ -1,0 +1,223 @@
+//! Leasing on PostgreSQL: claims unsent tasks with `FOR UPDATE SKIP LOCKED`, so coordinators
+//! leasing at the same moment take different rows and never hand out one task twice; creates
+//! units as the frontier advances (under the job row's lock) and replicates adaptive units.
+
+use sparecycles_protocol::Millis;
+use sqlx::{PgConnection, Row};
+use uuid::Uuid;
+
+use super::jobs::{insert_tasks, materialize};
+use super::{ids, uuid_col};
+use crate::store::{LeaseAsk, LeasedTask, StoreResult};
+
+/// Key space of the per-owner transaction lock (the two-int form of advisory locks, apart
+/// from the transitioner's single-bigint key).
+const OWNER_LOCK_CLASS: i32 = 0x5C01;
+
+/// Leases up to `max` unsent tasks of one job to `worker`: one replica per unit (the lowest
+/// unsent id; a unit whose lowest replica another coordinator is claiming is skipped), never a
+/// unit the worker, or with `owner` set another worker of that owner, already has a task of.
+async fn lease_from_job(
+    conn: &mut PgConnection,
+    job: &str,
+    worker: &str,
+    owner: Option<&str>,
+    max: u32,
+    now: Millis,
+    deadline: Millis,
+) -> StoreResult<Vec<LeasedTask>> {
+    let rows = sqlx::query(
+        "WITH picked AS ( \
+           SELECT t.id FROM tasks t WHERE t.job_id = $4 AND t.state = 'unsent' \
+             AND NOT EXISTS (SELECT 1 FROM tasks o WHERE o.unit_id = t.unit_id AND (o.worker_id = $1 \
+               OR ($6::text IS NOT NULL AND o.worker_id IN (SELECT id FROM workers WHERE owner = $6)))) \
+             AND t.id = (SELECT MIN(x.id) FROM tasks x WHERE x.unit_id = t.unit_id AND x.state = 'unsent') \
+           ORDER BY t.unit_seq LIMIT $5 FOR UPDATE OF t SKIP LOCKED) \
+         UPDATE tasks SET state = 'leased', worker_id = $1, leased_at = $2, deadline = $3, \
+           lease_count = lease_count + 1 \
+         FROM picked WHERE tasks.id = picked.id AND tasks.state = 'unsent' \
+         RETURNING tasks.id, tasks.job_id, tasks.unit_id, tasks.unit_seq, tasks.deadline",
+    )
+    .bind(worker)
+    .bind(now)
+    .bind(deadline)
+    .bind(job)
+    .bind(max as i64)
+    .bind(owner)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut leased = rows
+        .iter()
+        .map(|r| {
+            Ok(LeasedTask {
+                task_id: uuid_col(r, "id")?,
+                job_id: uuid_col(r, "job_id")?,
+                unit_id: uuid_col(r, "unit_id")?,
+                unit_seq: r.try_get::<i64, _>("unit_seq")? as u64,
+                deadline: r.try_get("deadline")?,
+            })
+        })
+        .collect::<StoreResult<Vec<_>>>()?;
+    leased.sort_by_key(|t| t.unit_seq);
+    Ok(leased)
+}
+
+/// Adaptive replication at lease time: units leased by an untrusted worker, or picked for a
+/// spot check, get their other replicas now so other workers can compute them in parallel.
+async fn replicate(
+    conn: &mut PgConnection,
+    job: &str,
+    leased: &[LeasedTask],
+    ask: &LeaseAsk<'_>,
+    target: u32,
+    now: Millis,
+) -> StoreResult<()> {
+    let shared: Vec<Uuid> = leased
+        .iter()
+        .filter(|_| !ask.trusted || rand::random::<f64>() < ask.spot_check)
+        .map(|t| t.unit_id)
+        .collect();
+    if shared.is_empty() || target <= 1 {
+        return Ok(());
+    }
+    let units = sqlx::query(
+        "UPDATE units SET replicated = TRUE WHERE NOT replicated AND id = ANY($1) RETURNING id, seq",
+    )
+    .bind(ids(&shared))
+    .fetch_all(&mut *conn)
+    .await?;
+    if units.is_empty() {
+        return Ok(());
+    }
+    let units: Vec<(String, i64)> = units
+        .iter()
+        .map(|r| Ok((r.try_get("id")?, r.try_get("seq")?)))
+        .collect::<StoreResult<_>>()?;
+    let extra = target as usize - 1;
+    insert_tasks(
+        conn,
+        job,
+        units
+            .iter()
+            .flat_map(|(id, seq)| std::iter::repeat_n((id.as_str(), *seq), extra)),
+        now,
+    )
+    .await?;
+    sqlx::query("UPDATE jobs SET tasks_created = tasks_created + $1 WHERE id = $2")
+        .bind((units.len() * extra) as i64)
+        .bind(job)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// The whole lease, inside the caller's transaction.
+pub(super) async fn lease(
+    conn: &mut PgConnection,
+    ask: &LeaseAsk<'_>,
+    now: Millis,
+) -> StoreResult<Vec<LeasedTask>> {
+    let worker = ask.worker.to_string();
+    // Locks the worker's row until commit: one lease per worker at a time, whichever
+    // coordinators its requests reach, so its quota and replica separation hold. Checked
+    // again here: a ban decided after the request was authenticated must not be followed by a
+    // lease nobody will compute.
+    let Some(row) = sqlx::query(
+        "UPDATE workers SET last_seen = $1 WHERE id = $2 AND NOT banned RETURNING quota, \
+         (SELECT COUNT(*) FROM tasks WHERE worker_id = $2 AND state = 'leased') AS in_flight",
+    )
+    .bind(now)
+    .bind(&worker)
+    .fetch_optional(&mut *conn)
+    .await?
+    else {
+        return Ok(Vec::new());
+    };
+    let room = row.try_get::<i64, _>("quota")? - row.try_get::<i64, _>("in_flight")?;
+    let max = ask.max.min(room.max(0) as u32);
+    if max == 0 {
+        return Ok(Vec::new());
+    }
+    if let Some(owner) = ask.owner {
+        // Two workers of one owner leasing at once on two coordinators must not both take a
+        // replica of one unit.
+        sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2))")
+            .bind(OWNER_LOCK_CLASS)
+            .bind(owner)
+            .execute(&mut *conn)
+            .await?;
+    }
+    let jobs = sqlx::query(
+        "SELECT id, unit_timeout_ms, unit_count, units_created, target_results, adaptive, \
+         distinct_owners FROM jobs \
+         WHERE state IN ('queued', 'running') AND app = ANY($1) \
+         ORDER BY priority DESC, last_lease_at ASC, created_at ASC LIMIT 64",
+    )
+    .bind(ask.apps)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut leased = Vec::new();
+    let mut touched = Vec::new();
+    for job in &jobs {
+        let want = max.saturating_sub(leased.len() as u32);
+        if want == 0 {
+            break;
+        }
+        let id: String = job.try_get("id")?;
+        let deadline = now + job.try_get::<i64, _>("unit_timeout_ms")?;
+        let adaptive: bool = job.try_get("adaptive")?;
+        let target = job.try_get::<i64, _>("target_results")? as u32;
+        let owner = ask
+            .owner
+            .filter(|_| job.try_get::<bool, _>("distinct_owners").unwrap_or(false));
+        let mut got = lease_from_job(conn, &id, &worker, owner, want, now, deadline).await?;
+        let unit_count = job.try_get::<i64, _>("unit_count")? as u64;
+        let seen = job.try_get::<i64, _>("units_created")? as u64;
+        if (got.len() as u32) < want && seen < unit_count {
+            // The frontier reached the end of the created units. Under the job row's lock,
+            // create the next batch, unless another coordinator just did.
+            let created: i64 =
+                sqlx::query_scalar("SELECT units_created FROM jobs WHERE id = $1 FOR UPDATE")
+                    .bind(&id)
+                    .fetch_one(&mut *conn)
+                    .await?;
+            let created = created as u64;
+            if created == seen {
+                let n = ask.batch_units.max(want as u64).min(unit_count - created);
+                let job_id = uuid_col(job, "id")?;
+                materialize(conn, job_id, created, n, target, adaptive, now).await?;
+            }
+            let more = want - got.len() as u32;
+            got.extend(lease_from_job(conn, &id, &worker, owner, more, now, deadline).await?);
+        }
+        if got.is_empty() {
+            continue;
+        }
+        if adaptive {
+            replicate(conn, &id, &got, ask, target, now).await?;
+        }
+        touched.push(id);
+        leased.extend(got);
+    }
+    if !touched.is_empty() {
+        // A job's first lease starts it (waiting for its row if need be); the round-robin
+        // mark is a hint, skipped while another transaction holds the row, so leases never
+        // queue behind each other or the transitioner on a busy job's row.
+        sqlx::query(
+            "UPDATE jobs SET state = 'running', updated_at = $1 WHERE id = ANY($2) AND state = 'queued'",
+        )
+        .bind(now)
+        .bind(&touched)
+        .execute(&mut *conn)
+        .await?;
+        sqlx::query(
+            "UPDATE jobs SET last_lease_at = $1, updated_at = $1 WHERE id IN \
+             (SELECT id FROM jobs WHERE id = ANY($2) FOR UPDATE SKIP LOCKED)",
+        )
+        .bind(now)
+        .bind(&touched)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(leased)
+}

@@ -1,0 +1,268 @@
+//! The transitioner's writes on PostgreSQL: timeouts, reading units marked for decision, and
+//! applying verdicts. Only the leading coordinator runs them (see `lead.rs`), but each stays
+//! safe beside concurrent reports: a verdict clears a unit's change mark only if no result
+//! arrived since it was read, and decides a unit only while it is still open.
+
+use std::collections::{BTreeMap, HashMap};
+
+use sparecycles_protocol::Millis;
+use sqlx::{PgConnection, Row};
+use uuid::Uuid;
+
+use super::jobs::insert_tasks;
+use super::{PostgresStore, ids, job_state, opt_uuid_col, trust, uuid_col};
+use crate::scheduler::trust::TrustPolicy;
+use crate::scheduler::validate::{Decision, TaskSnapshot, TaskState};
+use crate::store::{DirtyUnit, StoreError, StoreResult, UnitVerdict};
+
+impl PostgresStore {
+    pub(super) async fn expire_once(&self, now: Millis) -> StoreResult<u64> {
+        let mut tx = self.pool.begin().await?;
+        let rows = sqlx::query(
+            "UPDATE tasks SET state = 'timed_out' WHERE state = 'leased' AND deadline < $1 \
+             RETURNING unit_id, worker_id",
+        )
+        .bind(now)
+        .fetch_all(&mut *tx)
+        .await?;
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let mut units = Vec::with_capacity(rows.len());
+        let mut per_worker: HashMap<String, i64> = HashMap::new();
+        for r in &rows {
+            units.push(uuid_col(r, "unit_id")?);
+            if let Some(w) = r.try_get::<Option<String>, _>("worker_id")? {
+                *per_worker.entry(w).or_default() += 1;
+            }
+        }
+        sqlx::query("UPDATE units SET dirty = dirty + 1 WHERE id = ANY($1)")
+            .bind(ids(&units))
+            .execute(&mut *tx)
+            .await?;
+        for (w, n) in per_worker {
+            trust::penalize(&mut tx, &w, n, "timeouts").await?;
+        }
+        tx.commit().await?;
+        Ok(rows.len() as u64)
+    }
+
+    pub(super) async fn read_dirty_units(&self, limit: u32) -> StoreResult<Vec<DirtyUnit>> {
+        let units = sqlx::query(
+            "SELECT u.id, u.job_id, u.seq, u.state, u.dirty, u.replicated, j.state AS job_state FROM units u \
+             JOIN jobs j ON j.id = u.job_id WHERE u.dirty > 0 LIMIT $1",
+        )
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        if units.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut out: Vec<DirtyUnit> = Vec::with_capacity(units.len());
+        let mut index = HashMap::new();
+        for r in &units {
+            let state: String = r.try_get("state")?;
+            let js: String = r.try_get("job_state")?;
+            let unit_id = uuid_col(r, "id")?;
+            index.insert(unit_id, out.len());
+            out.push(DirtyUnit {
+                unit_id,
+                job_id: uuid_col(r, "job_id")?,
+                seq: r.try_get::<i64, _>("seq")? as u64,
+                open: state == "open" && !job_state(&js)?.is_final(),
+                changes: r.try_get("dirty")?,
+                replicated: r.try_get("replicated")?,
+                tasks: Vec::new(),
+            });
+        }
+        let tasks = sqlx::query(
+            "SELECT id, unit_id, worker_id, state, output, error, spared FROM tasks \
+             WHERE unit_id = ANY($1) \
+             ORDER BY reported_at IS NULL, reported_at, id",
+        )
+        .bind(ids(index.keys()))
+        .fetch_all(&self.pool)
+        .await?;
+        for r in &tasks {
+            let unit = uuid_col(r, "unit_id")?;
+            let state: String = r.try_get("state")?;
+            let output: Option<String> = r.try_get("output")?;
+            let snapshot = TaskSnapshot {
+                id: uuid_col(r, "id")?,
+                worker_id: opt_uuid_col(r, "worker_id")?,
+                state: TaskState::parse(&state)
+                    .ok_or_else(|| StoreError::Corrupt(format!("task state {state}")))?,
+                output: output
+                    .map(|o| serde_json::from_str(&o))
+                    .transpose()
+                    .map_err(|e| StoreError::Corrupt(format!("output: {e}")))?,
+                error: r.try_get("error")?,
+                suspect: r.try_get("spared")?,
+            };
+            if let Some(&i) = index.get(&unit) {
+                out[i].tasks.push(snapshot);
+            }
+        }
+        Ok(out)
+    }
+
+    pub(super) async fn apply_once(
+        &self,
+        verdicts: &[UnitVerdict],
+        policy: &TrustPolicy,
+        now: Millis,
+    ) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        let mut deltas: HashMap<Uuid, trust::Delta> = HashMap::new();
+        let mut jobs: BTreeMap<String, JobDelta> = BTreeMap::new();
+        for v in verdicts {
+            let unit = v.unit_id.to_string();
+            let job = v.job_id.to_string();
+            match &v.decision {
+                Decision::Pending { new_tasks } => {
+                    // A result that arrived after the snapshot keeps the unit marked.
+                    sqlx::query("UPDATE units SET dirty = 0 WHERE id = $1 AND dirty = $2")
+                        .bind(&unit)
+                        .bind(v.changes)
+                        .execute(&mut *tx)
+                        .await?;
+                    if *new_tasks > 0 {
+                        insert_tasks(
+                            &mut tx,
+                            &job,
+                            std::iter::repeat_n((unit.as_str(), v.seq as i64), *new_tasks as usize),
+                            now,
+                        )
+                        .await?;
+                        jobs.entry(job).or_default().tasks_created += *new_tasks as i64;
+                    }
+                }
+                Decision::Valid {
+                    canonical,
+                    valid,
+                    invalid,
+                } => {
+                    let decided = sqlx::query(
+                        "UPDATE units SET state = 'done', canonical_task = $1, dirty = 0, solo = $3 \
+                         WHERE id = $2 AND state = 'open'",
+                    )
+                    .bind(canonical.to_string())
+                    .bind(&unit)
+                    .bind(v.solo)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                    if decided == 0 {
+                        continue;
+                    }
+                    jobs.entry(job).or_default().units_done += 1;
+                    sqlx::query(
+                        "UPDATE tasks SET state = 'aborted' WHERE unit_id = $1 AND state = 'unsent'",
+                    )
+                    .bind(&unit)
+                    .execute(&mut *tx)
+                    .await?;
+                    for (task_ids, verdict) in [(valid, "valid"), (invalid, "invalid")] {
+                        if task_ids.is_empty() {
+                            continue;
+                        }
+                        sqlx::query("UPDATE tasks SET validation = $1 WHERE id = ANY($2)")
+                            .bind(verdict)
+                            .bind(ids(task_ids))
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    let worker_of = |task: &Uuid| {
+                        v.task_workers
+                            .iter()
+                            .find(|(t, _)| t == task)
+                            .map(|(_, w)| *w)
+                    };
+                    for w in valid.iter().filter_map(worker_of) {
+                        let d = deltas.entry(w).or_default();
+                        d.valid += 1;
+                        d.credit += v.credit;
+                    }
+                    for w in invalid.iter().filter_map(worker_of) {
+                        deltas.entry(w).or_default().invalid += 1;
+                    }
+                }
+                Decision::Failed { reason } => {
+                    let failed = sqlx::query(
+                        "UPDATE units SET state = 'failed', dirty = 0 WHERE id = $1 AND state = 'open'",
+                    )
+                    .bind(&unit)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                    if failed == 0 {
+                        continue;
+                    }
+                    let d = jobs.entry(job).or_default();
+                    d.units_failed += 1;
+                    d.error
+                        .get_or_insert_with(|| format!("unit {} failed: {reason}", v.seq));
+                }
+            }
+        }
+        // Workers, then jobs (each in id order): leases lock their worker, then the jobs they
+        // lease from, so taking them in the same order never deadlocks with a lease.
+        for liar in trust::apply(&mut tx, deltas, policy, now).await? {
+            trust::undo_solo(&mut tx, liar, now).await?;
+        }
+        for (job, d) in jobs {
+            update_job(&mut tx, &job, &d, now).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+/// What one batch of verdicts changes about one job.
+#[derive(Debug, Default)]
+struct JobDelta {
+    tasks_created: i64,
+    units_done: i64,
+    units_failed: i64,
+    /// The first failed unit's reason.
+    error: Option<String>,
+}
+
+async fn update_job(
+    conn: &mut PgConnection,
+    job: &str,
+    d: &JobDelta,
+    now: Millis,
+) -> StoreResult<()> {
+    let decided = d.units_done + d.units_failed > 0;
+    sqlx::query(
+        "UPDATE jobs SET tasks_created = tasks_created + $1, units_done = units_done + $2, \
+         units_failed = units_failed + $3, updated_at = CASE WHEN $4 THEN $5 ELSE updated_at END \
+         WHERE id = $6",
+    )
+    .bind(d.tasks_created)
+    .bind(d.units_done)
+    .bind(d.units_failed)
+    .bind(decided)
+    .bind(now)
+    .bind(job)
+    .execute(&mut *conn)
+    .await?;
+    if let Some(msg) = &d.error {
+        sqlx::query(
+            "UPDATE jobs SET state = CASE WHEN state IN ('completed', 'failed', 'canceled') \
+             THEN state ELSE 'failed' END, error = COALESCE(error, $2), \
+             finished_at = COALESCE(finished_at, $1) WHERE id = $3",
+        )
+        .bind(now)
+        .bind(msg)
+        .bind(job)
+        .execute(&mut *conn)
+        .await?;
+        sqlx::query("UPDATE tasks SET state = 'aborted' WHERE job_id = $1 AND state = 'unsent'")
+            .bind(job)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
