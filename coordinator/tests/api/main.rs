@@ -4,6 +4,7 @@ mod agent;
 mod dashboard;
 mod fake_worker;
 mod helpers;
+mod postgres;
 mod protocol;
 mod spec_errors;
 mod trust;
