@@ -418,14 +418,14 @@ async fn sigterm_hands_unstarted_leases_back_at_once() {
     // At most the interrupted unit stays leased (kept with its checkpoint for the next run).
     assert!(leased <= 1, "{leased} tasks still leased");
     let unsent: i64 =
-        sqlx::query_scalar("SELECT COUNT(*) FROM tasks WHERE job_id = ?1 AND state = 'unsent'")
+        sqlx::query_scalar("SELECT COUNT(*) FROM tasks WHERE job_id = $1 AND state = 'unsent'")
             .bind(job.id.to_string())
             .fetch_one(&pool)
             .await
             .unwrap();
     // Every unit not finished and not kept for resumption is back in the queue at once.
     let states: Vec<(String, i64)> =
-        sqlx::query_as("SELECT state, COUNT(*) FROM tasks WHERE job_id = ?1 GROUP BY state")
+        sqlx::query_as("SELECT state, COUNT(*) FROM tasks WHERE job_id = $1 GROUP BY state")
             .bind(job.id.to_string())
             .fetch_all(&pool)
             .await

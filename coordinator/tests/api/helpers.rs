@@ -48,6 +48,8 @@ pub struct Coordinator {
     log: PathBuf,
     extra: Vec<String>,
     _tmp: Option<tempfile::TempDir>,
+    /// Its PostgreSQL database, when the suite runs on PostgreSQL (see `backend.rs`).
+    pg: Option<crate::backend::TestDb>,
 }
 
 impl Coordinator {
@@ -60,9 +62,18 @@ impl Coordinator {
     pub fn start_with(extra: &[&str]) -> Self {
         let tmp = tempfile::tempdir().expect("tempdir");
         let dir = tmp.path().to_path_buf();
-        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        let mut extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        let pg = if extra.iter().any(|f| f == "--database-url") {
+            None
+        } else {
+            crate::backend::fresh_database()
+        };
+        if let Some(db) = &pg {
+            extra.extend(["--database-url".to_owned(), db.url.clone()]);
+        }
         let mut c = Self::spawn(&dir, "127.0.0.1:0", &extra);
         c._tmp = Some(tmp);
+        c.pg = pg;
         c
     }
 
@@ -106,6 +117,7 @@ impl Coordinator {
             log,
             extra: extra.to_vec(),
             _tmp: None,
+            pg: None,
         }
     }
 
@@ -121,6 +133,7 @@ impl Coordinator {
     pub fn restart(&mut self) {
         self.kill();
         let tmp = self._tmp.take();
+        let mut pg = self.pg.take();
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             // The port may linger briefly; retry until it binds.
@@ -129,6 +142,7 @@ impl Coordinator {
             match attempt {
                 Ok(mut c) => {
                     c._tmp = tmp;
+                    c.pg = pg.take();
                     *self = c;
                     return;
                 }
@@ -451,10 +465,13 @@ pub fn naive_prime_count(start: u64, end: u64) -> u64 {
     count
 }
 
-/// Read-only access to the coordinator's SQLite database, for checks the API does not expose.
-pub async fn db(c: &Coordinator) -> sqlx::SqlitePool {
-    let opts = sqlx::sqlite::SqliteConnectOptions::new()
-        .filename(c.db_path())
-        .read_only(true);
-    sqlx::SqlitePool::connect_with(opts).await.expect("open db")
+/// Access to the coordinator's database (SQLite file or PostgreSQL), for checks the API does
+/// not expose. Queries must run on both: `$1` placeholders, and integers, text and floats only.
+pub async fn db(c: &Coordinator) -> sqlx::AnyPool {
+    sqlx::any::install_default_drivers();
+    let url = match &c.pg {
+        Some(pg) => pg.url.clone(),
+        None => format!("sqlite://{}?mode=ro", c.db_path().display()),
+    };
+    sqlx::AnyPool::connect(&url).await.expect("open db")
 }

@@ -1,6 +1,7 @@
 //! End-to-end tests: the real coordinator and worker binaries on 127.0.0.1.
 
 mod agent;
+mod backend;
 mod dashboard;
 mod fake_worker;
 mod helpers;
@@ -43,7 +44,7 @@ async fn prime_count_to_1e9_with_quorum_2_on_three_workers() {
         "SELECT u.seq, COUNT(t.id) AS valid, COUNT(DISTINCT t.worker_id) AS workers, \
          COUNT(DISTINCT t.output) AS outputs FROM units u \
          JOIN tasks t ON t.unit_id = u.id AND t.validation = 'valid' \
-         WHERE u.job_id = ?1 AND u.state = 'done' GROUP BY u.seq",
+         WHERE u.job_id = $1 AND u.state = 'done' GROUP BY u.seq",
     )
     .bind(job.id.to_string())
     .fetch_all(&pool)

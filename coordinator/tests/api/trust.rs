@@ -197,7 +197,7 @@ async fn adaptive_replication_costs_little_more_than_one_task_per_unit() {
     );
     let pool = db(&c).await;
     let worked: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM tasks WHERE job_id = ?1 AND state NOT IN ('unsent', 'aborted')",
+        "SELECT COUNT(*) FROM tasks WHERE job_id = $1 AND state NOT IN ('unsent', 'aborted')",
     )
     .bind(job.id.to_string())
     .fetch_one(&pool)
@@ -292,7 +292,7 @@ async fn credit_is_the_declared_work_not_the_workers_claim() {
     let pool = db(&c).await;
     for w in workers(&api).await {
         let rows =
-            sqlx::query("SELECT unit_seq FROM tasks WHERE worker_id = ?1 AND validation = 'valid'")
+            sqlx::query("SELECT unit_seq FROM tasks WHERE worker_id = $1 AND validation = 'valid'")
                 .bind(w.worker_id.to_string())
                 .fetch_all(&pool)
                 .await
@@ -351,7 +351,7 @@ async fn a_silent_worker_is_suspected_and_a_spare_finishes_first() {
         started.elapsed() < Duration::from_secs(60),
         "waited for the deadline"
     );
-    let row = sqlx::query("SELECT state, spared FROM tasks t JOIN workers w ON w.id = t.worker_id WHERE w.name = 'staller'")
+    let row = sqlx::query("SELECT state, CASE WHEN spared THEN 1 ELSE 0 END AS spared FROM tasks t JOIN workers w ON w.id = t.worker_id WHERE w.name = 'staller'")
         .fetch_one(&db(&c).await)
         .await
         .unwrap();
