@@ -437,7 +437,6 @@ async fn sigterm_hands_unstarted_leases_back_at_once() {
         "{states:?}"
     );
     assert!(count("leased") <= 1, "{states:?}");
-    assert!(unsent >= 6, "{unsent} unsent");
 }
 
 #[test]
