@@ -437,6 +437,7 @@ async fn sigterm_hands_unstarted_leases_back_at_once() {
         "{states:?}"
     );
     assert!(count("leased") <= 1, "{states:?}");
+    assert!(unsent > 0, "nothing was handed back: {states:?}");
 }
 
 #[test]
