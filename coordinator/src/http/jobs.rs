@@ -35,9 +35,7 @@ pub fn router() -> Router<AppState> {
 }
 
 /// Checks a spec completely (common fields and the app's parameters) without storing anything.
-pub fn check_spec(
-    spec: &JobSpec,
-) -> Result<(NewJob, std::sync::Arc<dyn sparecycles_apps::Plan>), ApiError> {
+pub fn check_spec(spec: &JobSpec, initial_units: u64) -> Result<NewJob, ApiError> {
     let (redundancy, timeout_secs, priority) = spec
         .check_common()
         .map_err(|e| ApiError::Unprocessable(e.0))?;
@@ -67,9 +65,9 @@ pub fn check_spec(
         redundancy,
         unit_timeout_ms: (timeout_secs * 1000) as i64,
         unit_count,
-        initial_units: 0,
+        initial_units,
     };
-    Ok((job, std::sync::Arc::from(plan)))
+    Ok(job)
 }
 
 async fn create(
@@ -77,8 +75,7 @@ async fn create(
     _admin: Admin,
     SpecBody(spec): SpecBody,
 ) -> Result<(StatusCode, Json<JobView>), ApiError> {
-    let (mut job, _plan) = check_spec(&spec)?;
-    job.initial_units = state.settings().initial_units;
+    let job = check_spec(&spec, state.settings().initial_units)?;
     let row = state.store().create_job(job, now_millis()).await?;
     tracing::info!(job = %row.id, name = %row.name, app = %row.app, units = row.unit_count, "job submitted");
     state.emit(Event::JobChanged {
