@@ -11,6 +11,7 @@ pub const RESULTS_REPORTED: &str = "sparecycles_results_reported_total";
 pub const RESULTS_VALID: &str = "sparecycles_results_valid_total";
 pub const RESULTS_INVALID: &str = "sparecycles_results_invalid_total";
 pub const TASKS_TIMED_OUT: &str = "sparecycles_tasks_timed_out_total";
+pub const TASKS_RESENT: &str = "sparecycles_tasks_resent_total";
 pub const UNITS_DONE: &str = "sparecycles_units_done_total";
 pub const UNITS_FAILED: &str = "sparecycles_units_failed_total";
 pub const QUEUE_DEPTH: &str = "sparecycles_queue_depth";
@@ -26,6 +27,7 @@ pub const ALL: &[&str] = &[
     RESULTS_VALID,
     RESULTS_INVALID,
     TASKS_TIMED_OUT,
+    TASKS_RESENT,
     UNITS_DONE,
     UNITS_FAILED,
     QUEUE_DEPTH,
@@ -58,6 +60,7 @@ pub fn handle() -> &'static PrometheusHandle {
             RESULTS_VALID,
             RESULTS_INVALID,
             TASKS_TIMED_OUT,
+            TASKS_RESENT,
             UNITS_DONE,
             UNITS_FAILED,
         ] {
@@ -73,6 +76,10 @@ pub fn handle() -> &'static PrometheusHandle {
 fn describe() {
     use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
     describe_counter!(TASKS_LEASED, "Tasks leased to workers.");
+    describe_counter!(
+        TASKS_RESENT,
+        "Leased tasks sent again because the worker never received them."
+    );
     describe_counter!(
         RESULTS_REPORTED,
         "Results accepted from workers, by outcome."

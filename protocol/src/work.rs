@@ -44,6 +44,12 @@ pub struct EnrollResponse {
 #[serde(deny_unknown_fields)]
 pub struct LeaseRequest {
     pub max_tasks: u32,
+    /// Every task the worker still holds (queued, computing, or a result not yet delivered).
+    /// Tasks leased to it that it does not name were lost on the way (the coordinator crashed
+    /// after committing the lease, or the answer was cut off); the coordinator sends them
+    /// again instead of letting them sit until their deadline. Omitted by old workers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held: Option<Vec<Uuid>>,
 }
 
 /// One task handed to a worker.

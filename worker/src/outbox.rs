@@ -87,6 +87,23 @@ impl Outbox {
         Ok(results)
     }
 
+    /// The tasks whose results are stored (file names only; nothing is parsed).
+    pub fn task_ids(&self) -> io::Result<Vec<Uuid>> {
+        let suffix = format!(".{EXTENSION}");
+        let mut ids = Vec::new();
+        for entry in fs::read_dir(&self.dir)? {
+            let name = entry?.file_name();
+            if let Some(id) = name
+                .to_str()
+                .and_then(|n| n.strip_suffix(&suffix))
+                .and_then(|stem| stem.parse().ok())
+            {
+                ids.push(id);
+            }
+        }
+        Ok(ids)
+    }
+
     /// Forgets the results of these tasks (acknowledged by the coordinator). Missing files are
     /// not an error: removal is idempotent.
     pub fn remove(&self, task_ids: &[Uuid]) -> io::Result<()> {

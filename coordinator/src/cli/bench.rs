@@ -144,7 +144,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
                 let lease: LeaseResponse = match http
                     .post(format!("{base}/api/v1/work/lease"))
                     .bearer_auth(&token)
-                    .json(&LeaseRequest { max_tasks: batch })
+                    .json(&LeaseRequest {
+                        max_tasks: batch,
+                        held: None,
+                    })
                     .send()
                     .await
                 {

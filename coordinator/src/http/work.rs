@@ -21,7 +21,7 @@ use crate::auth::{Admin, WorkerAuth, generate_token, hash_token};
 use crate::http::error::{ApiError, ApiJson};
 use crate::scheduler::trust::{self, initial_quota};
 use crate::state::AppState;
-use crate::store::{LeaseAsk, NewWorker, Outcome, WorkerRow};
+use crate::store::{LeaseAsk, LeasedTask, NewWorker, Outcome, WorkerRow};
 
 /// Largest accepted report body: many results, some of them image tiles.
 const REPORT_BODY_LIMIT: usize = 64 * 1024 * 1024;
@@ -171,20 +171,64 @@ async fn lease(
         .filter(|a| sparecycles_apps::find(a).is_some())
         .cloned()
         .collect();
-    if req.max_tasks == 0 || apps.is_empty() {
-        return Ok(Json(LeaseResponse { tasks: Vec::new() }));
+    if req
+        .held
+        .as_ref()
+        .is_some_and(|h| h.len() > MAX_LEASE_TASKS as usize * 10)
+    {
+        return Err(ApiError::Unprocessable(format!(
+            "held may name at most {} tasks",
+            MAX_LEASE_TASKS * 10
+        )));
+    }
+    let now = now_millis();
+    let mut tasks = Vec::new();
+    if let Some(held) = &req.held {
+        // BOINC's "resend lost results": a lease committed just before a crash, or whose
+        // answer was cut off, would otherwise wait for its deadline while the worker idles.
+        let held: HashSet<&Uuid> = held.iter().collect();
+        let lost: Vec<LeasedTask> = state
+            .store()
+            .leased_to(worker.id, now - LOST_LEASE_GRACE_MS, now)
+            .await?
+            .into_iter()
+            .filter(|t| !held.contains(&t.task_id))
+            .collect();
+        if !lost.is_empty() {
+            tracing::info!(worker = %worker.id, count = lost.len(), "resending lost tasks");
+            metrics::counter!(crate::metrics::TASKS_RESENT).increment(lost.len() as u64);
+        }
+        tasks = assignments(&state, lost).await?;
+    }
+    let wanted = req.max_tasks.saturating_sub(tasks.len() as u32);
+    if wanted == 0 || apps.is_empty() {
+        return Ok(Json(LeaseResponse { tasks }));
     }
     let settings = state.settings();
     let ask = LeaseAsk {
         worker: worker.id,
         owner: worker.owner.as_deref(),
         apps: &apps,
-        max: req.max_tasks,
+        max: wanted,
         trusted: settings.trust.is_trusted(worker.streak, worker.banned),
         spot_check: settings.trust.spot_check,
         batch_units: settings.batch_units,
     };
-    let leased = state.store().lease(ask, now_millis()).await?;
+    let leased = state.store().lease(ask, now).await?;
+    metrics::counter!(crate::metrics::TASKS_LEASED).increment(leased.len() as u64);
+    tasks.extend(assignments(&state, leased).await?);
+    Ok(Json(LeaseResponse { tasks }))
+}
+
+/// How long a lease must be old before a worker not naming it counts as having lost it. The
+/// worker leases one request at a time, so this only absorbs clock skew between coordinators.
+const LOST_LEASE_GRACE_MS: i64 = 5_000;
+
+/// What a worker needs to compute each leased task.
+async fn assignments(
+    state: &AppState,
+    leased: Vec<LeasedTask>,
+) -> Result<Vec<TaskAssignment>, ApiError> {
     let mut tasks = Vec::with_capacity(leased.len());
     for t in leased {
         let info = state.job_info(t.job_id).await?;
@@ -199,8 +243,7 @@ async fn lease(
             deadline: t.deadline,
         });
     }
-    metrics::counter!(crate::metrics::TASKS_LEASED).increment(tasks.len() as u64);
-    Ok(Json(LeaseResponse { tasks }))
+    Ok(tasks)
 }
 
 async fn heartbeat(

@@ -225,6 +225,14 @@ pub trait Store: Send + Sync + 'static {
     /// when its unsent tasks run out; replicates adaptive units leased by untrusted workers.
     /// Atomic.
     async fn lease(&self, ask: LeaseAsk<'_>, now: Millis) -> StoreResult<Vec<LeasedTask>>;
+    /// Tasks still leased to `worker` (leased at or before `leased_before`, before their
+    /// deadline, unit open, job runnable), for resending those the worker says it lost.
+    async fn leased_to(
+        &self,
+        worker: Uuid,
+        leased_before: Millis,
+        now: Millis,
+    ) -> StoreResult<Vec<LeasedTask>>;
     /// Of `tasks`, those the worker should stop computing.
     async fn heartbeat(&self, worker: Uuid, tasks: &[Uuid], now: Millis) -> StoreResult<Vec<Uuid>>;
     /// Hands back tasks still leased to `worker`: they become unsent, with no worker, to be

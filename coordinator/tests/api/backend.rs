@@ -53,6 +53,11 @@ pub fn fresh_database() -> Option<TestDb> {
 
 impl Drop for TestDb {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            // A failed test's database is the best evidence of what went wrong.
+            eprintln!("--- kept PostgreSQL database {} for inspection", self.name);
+            return;
+        }
         let (admin, name) = (self.admin.clone(), self.name.clone());
         on_own_runtime(async move {
             if let Ok(mut c) = sqlx::PgConnection::connect(&admin).await {

@@ -102,7 +102,10 @@ impl FakeWorker {
             .http
             .post(format!("{}/api/v1/work/lease", self.api.url))
             .bearer_auth(&self.token)
-            .json(&LeaseRequest { max_tasks: max })
+            .json(&LeaseRequest {
+                max_tasks: max,
+                held: None,
+            })
             .send()
             .await
             .ok()?;

@@ -47,7 +47,10 @@ async fn duplicate_and_foreign_reports_change_nothing() {
         .worker_call(
             &alice.token,
             "/api/v1/work/lease",
-            &LeaseRequest { max_tasks: 10 },
+            &LeaseRequest {
+                max_tasks: 10,
+                held: None,
+            },
         )
         .await;
     // Never two tasks of one unit to the same worker: one task per unit.
@@ -109,7 +112,10 @@ async fn duplicate_and_foreign_reports_change_nothing() {
         .worker_call(
             &mallory.token,
             "/api/v1/work/lease",
-            &LeaseRequest { max_tasks: 1 },
+            &LeaseRequest {
+                max_tasks: 1,
+                held: None,
+            },
         )
         .await;
     assert_eq!(lease_m.tasks.len(), 1);
@@ -197,4 +203,59 @@ async fn worker_endpoints_need_a_worker_token() {
         .await
         .unwrap();
     assert_eq!(workers, 0);
+}
+
+/// A lease whose answer never reached the worker (the coordinator crashed after committing it,
+/// or the connection broke) is sent again when the worker's next lease does not name it; tasks
+/// it does name are not, and nothing is leased twice in the database.
+#[tokio::test(flavor = "multi_thread")]
+async fn tasks_a_worker_never_received_are_resent() {
+    let c = Coordinator::start();
+    let api = c.api();
+    api.submit(&spec(json!({
+        "name": "lost answers",
+        "app": "prime-count",
+        "params": {"start": 0, "end": 300, "unit_size": 100},
+    })))
+    .await;
+    let alice = api.enroll("alice").await;
+    let lease = |max_tasks, held| {
+        let (api, token) = (api.clone(), alice.token.clone());
+        async move {
+            let r: LeaseResponse = api
+                .worker_call(
+                    &token,
+                    "/api/v1/work/lease",
+                    &LeaseRequest { max_tasks, held },
+                )
+                .await;
+            r.tasks.iter().map(|t| t.task_id).collect::<Vec<_>>()
+        }
+    };
+    // The answer to this lease is "lost": the worker never learns these two tasks.
+    let lost = lease(2, Some(vec![])).await;
+    assert_eq!(lost.len(), 2);
+    // Fresh leases are not resent at once (the grace absorbs coordinators' clock skew).
+    let third = lease(1, Some(vec![])).await;
+    assert_eq!(third.len(), 1);
+    assert!(!lost.contains(&third[0]));
+    // Once past the grace, a lease naming only the third gets the lost two again, and nothing
+    // new (the job has no other units).
+    tokio::time::sleep(std::time::Duration::from_millis(5_500)).await;
+    let mut again = lease(10, Some(third.clone())).await;
+    let mut lost = lost;
+    again.sort();
+    lost.sort();
+    assert_eq!(again, lost);
+    // An old worker that names nothing it holds gets nothing resent.
+    assert!(lease(10, None).await.is_empty());
+    let leased_twice: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM tasks WHERE worker_id IS NOT NULL GROUP BY unit_id \
+         HAVING COUNT(*) > 1",
+    )
+    .fetch_optional(&db(&c).await)
+    .await
+    .unwrap()
+    .unwrap_or(0);
+    assert_eq!(leased_twice, 0, "a unit got a second task");
 }

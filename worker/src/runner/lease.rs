@@ -33,6 +33,7 @@ pub(crate) async fn lease_loop(shared: Arc<Shared>) {
         let (generation, client) = shared.session.client();
         let request = LeaseRequest {
             max_tasks: shared.config.lease_size(wanted),
+            held: held(&shared),
         };
         let answer = tokio::select! {
             answer = client.lease(&request) => answer,
@@ -64,6 +65,21 @@ pub(crate) async fn lease_loop(shared: Arc<Shared>) {
             }
         }
     }
+}
+
+/// Every task this worker still holds: buffered, computing, or with an undelivered result.
+/// The coordinator resends tasks leased to this worker that are missing here (lost answers).
+/// `None` when the outbox cannot be read: better no resend than a result computed twice.
+fn held(shared: &Shared) -> Option<Vec<uuid::Uuid>> {
+    let mut ids: Vec<_> = shared.tasks.progress().iter().map(|t| t.task_id).collect();
+    match shared.outbox.task_ids() {
+        Ok(stored) => ids.extend(stored),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot list the outbox");
+            return None;
+        }
+    }
+    Some(ids)
 }
 
 /// The coordinator's `Retry-After`, when the error carries one.

@@ -49,6 +49,8 @@ pub(crate) struct Shared {
     stop: Stop,
     checkpoints: Checkpoints,
     control: control::Control,
+    /// Results not yet delivered; the lease loop names their tasks as still held.
+    outbox: Outbox,
     /// The unit shutdown interrupted, if any.
     unfinished: Mutex<Option<Uuid>>,
 }
@@ -131,6 +133,7 @@ pub async fn run(
         stop,
         checkpoints,
         control: control::Control::default(),
+        outbox: outbox.clone(),
         unfinished: Mutex::new(None),
     });
     if !resumable.is_empty() {

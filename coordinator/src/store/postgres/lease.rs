@@ -48,18 +48,21 @@ async fn lease_from_job(
     .await?;
     let mut leased = rows
         .iter()
-        .map(|r| {
-            Ok(LeasedTask {
-                task_id: uuid_col(r, "id")?,
-                job_id: uuid_col(r, "job_id")?,
-                unit_id: uuid_col(r, "unit_id")?,
-                unit_seq: r.try_get::<i64, _>("unit_seq")? as u64,
-                deadline: r.try_get("deadline")?,
-            })
-        })
+        .map(leased_row)
         .collect::<StoreResult<Vec<_>>>()?;
     leased.sort_by_key(|t| t.unit_seq);
     Ok(leased)
+}
+
+/// A task row (`id, job_id, unit_id, unit_seq, deadline`) as a leased task.
+pub(super) fn leased_row(r: &sqlx::postgres::PgRow) -> StoreResult<LeasedTask> {
+    Ok(LeasedTask {
+        task_id: uuid_col(r, "id")?,
+        job_id: uuid_col(r, "job_id")?,
+        unit_id: uuid_col(r, "unit_id")?,
+        unit_seq: r.try_get::<i64, _>("unit_seq")? as u64,
+        deadline: r.try_get("deadline")?,
+    })
 }
 
 /// Adaptive replication at lease time: units leased by an untrusted worker, or picked for a

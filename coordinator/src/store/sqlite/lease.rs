@@ -38,17 +38,18 @@ async fn lease_from_job(
     .bind(owner)
     .fetch_all(&mut *conn)
     .await?;
-    rows.iter()
-        .map(|r| {
-            Ok(LeasedTask {
-                task_id: uuid_col(r, "id")?,
-                job_id: uuid_col(r, "job_id")?,
-                unit_id: uuid_col(r, "unit_id")?,
-                unit_seq: r.try_get::<i64, _>("unit_seq")? as u64,
-                deadline: r.try_get("deadline")?,
-            })
-        })
-        .collect()
+    rows.iter().map(leased_row).collect()
+}
+
+/// A task row (`id, job_id, unit_id, unit_seq, deadline`) as a leased task.
+pub(super) fn leased_row(r: &sqlx::sqlite::SqliteRow) -> StoreResult<LeasedTask> {
+    Ok(LeasedTask {
+        task_id: uuid_col(r, "id")?,
+        job_id: uuid_col(r, "job_id")?,
+        unit_id: uuid_col(r, "unit_id")?,
+        unit_seq: r.try_get::<i64, _>("unit_seq")? as u64,
+        deadline: r.try_get("deadline")?,
+    })
 }
 
 /// Adaptive replication at lease time: units leased by an untrusted worker, or picked for a

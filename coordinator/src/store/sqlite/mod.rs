@@ -441,6 +441,27 @@ impl Store for SqliteStore {
         Ok(leased)
     }
 
+    async fn leased_to(
+        &self,
+        worker: Uuid,
+        leased_before: Millis,
+        now: Millis,
+    ) -> StoreResult<Vec<LeasedTask>> {
+        let rows = sqlx::query(
+            "SELECT t.id, t.job_id, t.unit_id, t.unit_seq, t.deadline FROM tasks t \
+             JOIN units u ON u.id = t.unit_id JOIN jobs j ON j.id = t.job_id \
+             WHERE t.worker_id = ?1 AND t.state = 'leased' AND t.leased_at <= ?2 \
+               AND t.deadline > ?3 AND u.state = 'open' AND j.state IN ('queued', 'running') \
+             ORDER BY t.id",
+        )
+        .bind(worker.to_string())
+        .bind(leased_before)
+        .bind(now)
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter().map(lease::leased_row).collect()
+    }
+
     async fn release(&self, worker: Uuid, tasks: &[Uuid], now: Millis) -> StoreResult<Vec<Uuid>> {
         let mut tx = self.writer.begin().await?;
         sqlx::query("UPDATE workers SET last_seen = ?1 WHERE id = ?2")
