@@ -117,8 +117,9 @@ pub async fn serve(
     });
     let server = tokio::spawn(async move { server.await });
     shutdown.await;
-    // Event streams never end by themselves: end them so the server can drain.
-    hub_state.hub().close();
+    // Event streams and waiting leases never end by themselves: end them so the server can
+    // drain.
+    hub_state.begin_shutdown();
     let _ = stop_tx.send(true);
     server.await??;
     transitioner.await?;

@@ -50,6 +50,10 @@ struct Inner {
     settings: Settings,
     jobs: Mutex<HashMap<Uuid, Arc<JobInfo>>>,
     transition: Notify,
+    /// Wakes leases waiting for work (new job, resumed job, tasks handed back or reissued).
+    work: Notify,
+    /// Set at shutdown: waiting leases return at once so the server can drain.
+    closing: std::sync::atomic::AtomicBool,
     hub: crate::events::Hub,
 }
 
@@ -62,6 +66,8 @@ impl AppState {
                 settings,
                 jobs: Mutex::new(HashMap::new()),
                 transition: Notify::new(),
+                work: Notify::new(),
+                closing: Default::default(),
                 hub: crate::events::Hub::default(),
             }),
         }
@@ -95,6 +101,33 @@ impl AppState {
 
     pub async fn transitioner_woken(&self) {
         self.inner.transition.notified().await;
+    }
+
+    /// Tells leases waiting for work that there may be some now.
+    pub fn work_available(&self) {
+        self.inner.work.notify_waiters();
+    }
+
+    /// A future that resolves at the next [`AppState::work_available`] (or shutdown); call
+    /// `enable` on it before looking for work, so a signal in between is not missed.
+    pub fn work_signal(&self) -> tokio::sync::futures::Notified<'_> {
+        self.inner.work.notified()
+    }
+
+    /// Whether the server is shutting down.
+    pub fn closing(&self) -> bool {
+        self.inner
+            .closing
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Starts shutting down: event streams end, waiting leases return.
+    pub fn begin_shutdown(&self) {
+        self.inner
+            .closing
+            .store(true, std::sync::atomic::Ordering::Release);
+        self.inner.hub.close();
+        self.inner.work.notify_waiters();
     }
 
     /// A job's app, parameters and split, parsed once and cached (they never change).

@@ -50,7 +50,15 @@ pub struct LeaseRequest {
     /// again instead of letting them sit until their deadline. Omitted by old workers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub held: Option<Vec<Uuid>>,
+    /// When there is no task now, how long (ms) the coordinator may hold the request waiting
+    /// for one (a long poll; capped at [`MAX_LEASE_WAIT_MS`]). Work appears at once instead of
+    /// at the next poll. Omitted or 0: answer at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait_ms: Option<u32>,
 }
+
+/// The longest a lease may wait for work.
+pub const MAX_LEASE_WAIT_MS: u32 = 30_000;
 
 /// One task handed to a worker.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

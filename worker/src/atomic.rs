@@ -13,6 +13,17 @@ pub(crate) const TMP_SUFFIX: &str = ".tmp";
 
 /// Atomically replaces `path` with `bytes`, created with permission bits `mode` (e.g. `0o600`).
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
+    write_atomic_with(path, bytes, mode, true)
+}
+
+/// As [`write_atomic`]; without `durable` nothing is fsynced: the file is still never torn and
+/// survives a crash of this process, but a power cut may lose it.
+pub(crate) fn write_atomic_with(
+    path: &Path,
+    bytes: &[u8],
+    mode: u32,
+    durable: bool,
+) -> io::Result<()> {
     let dir = path.parent().unwrap_or_else(|| Path::new("."));
     let file_name = path
         .file_name()
@@ -31,14 +42,16 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<(
         // The umask may have narrowed `mode`; it must never have widened it, but set it exactly.
         file.set_permissions(fs::Permissions::from_mode(mode))?;
         file.write_all(bytes)?;
-        file.sync_all()?;
+        if durable {
+            file.sync_all()?;
+        }
         fs::rename(&tmp, path)
     })();
     if written.is_err() {
         let _ = fs::remove_file(&tmp);
     }
     written?;
-    sync_dir(dir)
+    if durable { sync_dir(dir) } else { Ok(()) }
 }
 
 /// Fsyncs a directory so that renames and removals in it are durable.

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use sparecycles_protocol::TaskResult;
 use uuid::Uuid;
 
-use crate::atomic::{TMP_SUFFIX, create_private_dir, sync_dir, write_atomic};
+use crate::atomic::{TMP_SUFFIX, create_private_dir, write_atomic_with};
 
 const EXTENSION: &str = "json";
 /// Suffix given to files that cannot be read back, so they are kept for a human but not retried.
@@ -52,10 +52,18 @@ impl Outbox {
         self.len() == 0
     }
 
-    /// Stores a result durably; a result for the same task replaces the previous one.
+    /// Stores a result durably (fsynced); a result for the same task replaces the previous one.
     pub fn write(&self, result: &TaskResult) -> io::Result<()> {
+        self.write_with(result, true)
+    }
+
+    /// Stores a result; fsynced only when `durable`. Every result survives a crash of the
+    /// worker; one not fsynced may be lost to a power cut, and is then computed again (the
+    /// coordinator resends a task the worker no longer names). Two fsyncs cost more than a
+    /// short unit's whole computation, so only results worth more than that are synced.
+    pub fn write_with(&self, result: &TaskResult, durable: bool) -> io::Result<()> {
         let bytes = serde_json::to_vec(result).map_err(io::Error::other)?;
-        write_atomic(&self.path_of(result.task_id), &bytes, 0o600)
+        write_atomic_with(&self.path_of(result.task_id), &bytes, 0o600, durable)
     }
 
     /// Every stored result, oldest task id first (v7 ids sort by time). Unreadable files are
@@ -117,7 +125,9 @@ impl Outbox {
                 Err(e) => return Err(e),
             }
         }
-        sync_dir(&self.dir)
+        // Not fsynced: a removal undone by a power cut only re-sends a result the coordinator
+        // already has, which it refuses as already reported.
+        Ok(())
     }
 }
 

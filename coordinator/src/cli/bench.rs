@@ -147,6 +147,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
                     .json(&LeaseRequest {
                         max_tasks: batch,
                         held: None,
+                        wait_ms: None,
                     })
                     .send()
                     .await

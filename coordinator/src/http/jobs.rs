@@ -78,6 +78,7 @@ async fn create(
     let job = check_spec(&spec, state.settings().initial_units)?;
     let row = state.store().create_job(job, now_millis()).await?;
     tracing::info!(job = %row.id, name = %row.name, app = %row.app, units = row.unit_count, "job submitted");
+    state.work_available();
     state.emit(Event::JobChanged {
         job_id: row.id,
         state: row.state,
@@ -215,7 +216,9 @@ async fn resume(
     _admin: Admin,
     Path(id): Path<String>,
 ) -> Result<Json<JobView>, ApiError> {
-    transition(&state, &id, &[JobState::Paused], JobState::Running).await
+    let view = transition(&state, &id, &[JobState::Paused], JobState::Running).await?;
+    state.work_available();
+    Ok(view)
 }
 
 /// The API view of a stored job.

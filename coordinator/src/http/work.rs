@@ -1,14 +1,15 @@
 //! The worker protocol: enroll, lease, heartbeat, report (see README.md, "Worker protocol").
 
 use std::collections::HashSet;
+use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use sparecycles_protocol::work::{
-    MAX_APPS, MAX_ERROR_BYTES, MAX_LABEL_CHARS, MAX_LEASE_TASKS, MAX_REPORT_RESULTS,
-    ReleaseRequest, ReleaseResponse,
+    MAX_APPS, MAX_ERROR_BYTES, MAX_LABEL_CHARS, MAX_LEASE_TASKS, MAX_LEASE_WAIT_MS,
+    MAX_REPORT_RESULTS, ReleaseRequest, ReleaseResponse,
 };
 use sparecycles_protocol::{
     EnrollRequest, EnrollResponse, HeartbeatRequest, HeartbeatResponse, LeaseRequest,
@@ -205,20 +206,43 @@ async fn lease(
         return Ok(Json(LeaseResponse { tasks }));
     }
     let settings = state.settings();
-    let ask = LeaseAsk {
-        worker: worker.id,
-        owner: worker.owner.as_deref(),
-        apps: &apps,
-        max: wanted,
-        trusted: settings.trust.is_trusted(worker.streak, worker.banned),
-        spot_check: settings.trust.spot_check,
-        batch_units: settings.batch_units,
-    };
-    let leased = state.store().lease(ask, now).await?;
-    metrics::counter!(crate::metrics::TASKS_LEASED).increment(leased.len() as u64);
-    tasks.extend(assignments(&state, leased).await?);
-    Ok(Json(LeaseResponse { tasks }))
+    let wait = Duration::from_millis(req.wait_ms.unwrap_or(0).min(MAX_LEASE_WAIT_MS).into());
+    let give_up = tokio::time::Instant::now() + wait;
+    loop {
+        // Registered before looking, so work announced while the lease runs is not missed.
+        let signal = state.work_signal();
+        tokio::pin!(signal);
+        signal.as_mut().enable();
+        let ask = LeaseAsk {
+            worker: worker.id,
+            owner: worker.owner.as_deref(),
+            apps: &apps,
+            max: wanted,
+            trusted: settings.trust.is_trusted(worker.streak, worker.banned),
+            spot_check: settings.trust.spot_check,
+            batch_units: settings.batch_units,
+        };
+        let leased = state.store().lease(ask, now_millis()).await?;
+        if !leased.is_empty() || !tasks.is_empty() {
+            metrics::counter!(crate::metrics::TASKS_LEASED).increment(leased.len() as u64);
+            tasks.extend(assignments(&state, leased).await?);
+            return Ok(Json(LeaseResponse { tasks }));
+        }
+        let left = give_up.saturating_duration_since(tokio::time::Instant::now());
+        if left.is_zero() || state.closing() {
+            return Ok(Json(LeaseResponse { tasks }));
+        }
+        // Another coordinator on the same database cannot signal this one: look again now
+        // and then even without a signal.
+        tokio::select! {
+            _ = signal => {}
+            _ = tokio::time::sleep(left.min(LEASE_RECHECK)) => {}
+        }
+    }
 }
+
+/// How often a waiting lease looks for work without being signaled.
+const LEASE_RECHECK: Duration = Duration::from_secs(1);
 
 /// How long a lease must be old before a worker not naming it counts as having lost it. The
 /// worker leases one request at a time, so this only absorbs clock skew between coordinators.
@@ -281,6 +305,7 @@ async fn release(
         .release(worker.id, &req.tasks, now_millis())
         .await?;
     if !released.is_empty() {
+        state.work_available();
         tracing::info!(worker = %worker.id, count = released.len(), "tasks handed back");
     }
     Ok(Json(ReleaseResponse { released }))

@@ -41,13 +41,16 @@ pub async fn run(state: AppState, shutdown: impl Future<Output = ()>) {
 /// One pass: expire, decide, assemble.
 pub async fn pass(state: &AppState) -> anyhow::Result<()> {
     let store = state.store();
+    let mut new_work = false;
     let expired = store.expire_tasks(now_millis()).await?;
+    new_work |= expired > 0;
     if expired > 0 {
         metrics::counter!(crate::metrics::TASKS_TIMED_OUT).increment(expired);
         tracing::info!(expired, "tasks timed out; replacements will be created");
     }
     let silent_since = now_millis() - state.settings().suspect_after.as_millis() as i64;
     let suspected = store.spare_suspects(silent_since).await?;
+    new_work |= suspected > 0;
     if suspected > 0 {
         tracing::info!(suspected, "tasks of silent workers get spare tasks");
     }
@@ -89,11 +92,17 @@ pub async fn pass(state: &AppState) -> anyhow::Result<()> {
                 decision,
             });
         }
+        new_work |= verdicts
+            .iter()
+            .any(|v| matches!(v.decision, Decision::Pending { new_tasks } if new_tasks > 0));
         let decided = crate::events::Decided::of(&verdicts);
         store
             .apply_verdicts(verdicts, &state.settings().trust, now_millis())
             .await?;
         decided.publish(state);
+    }
+    if new_work {
+        state.work_available();
     }
     for job in store.jobs_to_assemble().await? {
         assemble_job(state, &job).await?;

@@ -105,6 +105,7 @@ impl FakeWorker {
             .json(&LeaseRequest {
                 max_tasks: max,
                 held: None,
+                wait_ms: None,
             })
             .send()
             .await

@@ -129,6 +129,27 @@ impl Coordinator {
         }
     }
 
+    /// SIGTERMs the coordinator (a clean stop) and waits for it to exit; `false` if it was
+    /// still running after `within` (it is then killed).
+    pub fn terminate(&mut self, within: Duration) -> bool {
+        let Some(mut child) = self.child.take() else {
+            return true;
+        };
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if matches!(child.try_wait(), Ok(Some(_))) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        false
+    }
+
     /// Starts it again on the same address and data dir.
     pub fn restart(&mut self) {
         self.kill();

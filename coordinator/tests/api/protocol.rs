@@ -50,6 +50,7 @@ async fn duplicate_and_foreign_reports_change_nothing() {
             &LeaseRequest {
                 max_tasks: 10,
                 held: None,
+                wait_ms: None,
             },
         )
         .await;
@@ -115,6 +116,7 @@ async fn duplicate_and_foreign_reports_change_nothing() {
             &LeaseRequest {
                 max_tasks: 1,
                 held: None,
+                wait_ms: None,
             },
         )
         .await;
@@ -226,7 +228,11 @@ async fn tasks_a_worker_never_received_are_resent() {
                 .worker_call(
                     &token,
                     "/api/v1/work/lease",
-                    &LeaseRequest { max_tasks, held },
+                    &LeaseRequest {
+                        max_tasks,
+                        held,
+                        wait_ms: None,
+                    },
                 )
                 .await;
             r.tasks.iter().map(|t| t.task_id).collect::<Vec<_>>()
@@ -258,4 +264,51 @@ async fn tasks_a_worker_never_received_are_resent() {
     .unwrap()
     .unwrap_or(0);
     assert_eq!(leased_twice, 0, "a unit got a second task");
+}
+
+/// A lease may wait for work (a long poll): one asked before any job exists gets the job's
+/// tasks once it is submitted, and a clean shutdown ends waiting leases instead of waiting
+/// for them.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_waiting_lease_gets_work_submitted_later_and_ends_at_shutdown() {
+    let mut c = Coordinator::start();
+    let api = c.api();
+    let alice = api.enroll("alice").await;
+    let ask = |wait_ms| {
+        let (api, token) = (api.clone(), alice.token.clone());
+        tokio::spawn(async move {
+            let r: LeaseResponse = api
+                .worker_call(
+                    &token,
+                    "/api/v1/work/lease",
+                    &LeaseRequest {
+                        max_tasks: 5,
+                        held: Some(vec![]),
+                        wait_ms: Some(wait_ms),
+                    },
+                )
+                .await;
+            r.tasks.len()
+        })
+    };
+    let waiting = ask(20_000);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(!waiting.is_finished(), "answered before there was work");
+    api.submit(&spec(json!({
+        "name": "appears later",
+        "app": "prime-count",
+        "params": {"start": 0, "end": 300, "unit_size": 100},
+    })))
+    .await;
+    assert_eq!(waiting.await.unwrap(), 3);
+
+    // Nothing left for alice (one task per unit): this lease waits until the shutdown ends it.
+    let waiting = ask(30_000);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(!waiting.is_finished());
+    assert!(
+        c.terminate(std::time::Duration::from_secs(10)),
+        "the coordinator waited for a waiting lease instead of ending it"
+    );
+    assert_eq!(waiting.await.unwrap(), 0);
 }

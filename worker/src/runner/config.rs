@@ -58,11 +58,6 @@ impl RunConfig {
         }
     }
 
-    /// Running plus buffered tasks to hold.
-    pub(crate) fn target_tasks(&self) -> usize {
-        1 + self.prefetch
-    }
-
     /// What this worker tells the coordinator about itself when enrolling.
     pub(crate) fn enroll_request(&self) -> EnrollRequest {
         EnrollRequest {
@@ -135,6 +130,5 @@ mod tests {
         assert_eq!(config.lease_size(3), 3);
         assert_eq!(config.lease_size(9), 4);
         assert_eq!(config.lease_size(0), 1);
-        assert_eq!(config.target_tasks(), 3);
     }
 }

@@ -16,6 +16,10 @@ use crate::outbox::Outbox;
 /// How long a canceled unit may take to notice, at shutdown, before it is abandoned.
 const CANCEL_GRACE: Duration = Duration::from_secs(2);
 
+/// Results of units that took at least this long are fsynced before they are reported; shorter
+/// ones are cheaper to recompute after a power cut than to sync every time.
+const SYNC_RESULTS_AFTER: Duration = Duration::from_millis(200);
+
 /// Why the dispatcher stopped without being asked to.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum DispatchError {
@@ -103,8 +107,10 @@ pub(crate) async fn dispatch_loop(
             return Err(DispatchError::ComputeThreadGone);
         };
         let canceled = matches!(outcome.result, Err(ComputeError::Canceled));
+        let durable = outcome.elapsed >= SYNC_RESULTS_AFTER;
+        shared.tasks.record_duration(outcome.elapsed);
         if let Some(result) = into_result(outcome) {
-            store(&outbox, &result).await;
+            store(&outbox, &result, durable).await;
             // The report loop only ends after this loop, so the send fails only in shutdown.
             let _ = results.send(result);
         }
@@ -142,11 +148,11 @@ fn into_result(outcome: Outcome) -> Option<TaskResult> {
     }
 }
 
-/// Writes the result to the outbox (fsynced) off the async threads. If the disk fails the result
-/// is still sent from memory, but it would not survive a restart: say so loudly.
-async fn store(outbox: &Outbox, result: &TaskResult) {
+/// Writes the result to the outbox off the async threads. If the disk fails the result is still
+/// sent from memory, but it would not survive a restart: say so loudly.
+async fn store(outbox: &Outbox, result: &TaskResult, durable: bool) {
     let (outbox, copy) = (outbox.clone(), result.clone());
-    let written = tokio::task::spawn_blocking(move || outbox.write(&copy)).await;
+    let written = tokio::task::spawn_blocking(move || outbox.write_with(&copy, durable)).await;
     match written {
         Ok(Ok(())) => {}
         Ok(Err(e)) => {

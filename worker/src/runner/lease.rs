@@ -8,6 +8,9 @@ use super::Shared;
 use crate::backoff::Backoff;
 use crate::client::ClientError;
 
+/// How long the coordinator may hold a lease waiting for work: well under the request timeout.
+const LEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Leases until stopped: asks for as many tasks as the buffer lacks, waits `idle_poll` when
 /// the coordinator has none, and backs off while it is unreachable.
 pub(crate) async fn lease_loop(shared: Arc<Shared>) {
@@ -21,9 +24,7 @@ pub(crate) async fn lease_loop(shared: Arc<Shared>) {
             }
             continue;
         }
-        let wanted = shared
-            .tasks
-            .wanted(shared.config.target_tasks(), now_millis());
+        let wanted = shared.tasks.wanted(shared.config.prefetch, now_millis());
         if wanted == 0 {
             tokio::select! {
                 _ = shared.tasks.space.notified() => continue,
@@ -34,7 +35,9 @@ pub(crate) async fn lease_loop(shared: Arc<Shared>) {
         let request = LeaseRequest {
             max_tasks: shared.config.lease_size(wanted),
             held: held(&shared),
+            wait_ms: Some(LEASE_WAIT.as_millis() as u32),
         };
+        let asked = std::time::Instant::now();
         let answer = tokio::select! {
             answer = client.lease(&request) => answer,
             _ = stop.wait() => return,
@@ -42,7 +45,9 @@ pub(crate) async fn lease_loop(shared: Arc<Shared>) {
         match answer {
             Ok(leased) if leased.tasks.is_empty() => {
                 backoff.reset();
-                if !stop.sleep(shared.config.idle_poll).await {
+                // A coordinator that waited for work can be asked again at once; one that
+                // answered at once (older, or shutting down) is polled.
+                if asked.elapsed() < LEASE_WAIT / 2 && !stop.sleep(shared.config.idle_poll).await {
                     return;
                 }
             }

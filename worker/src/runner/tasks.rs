@@ -28,7 +28,15 @@ struct Inner {
     current: Option<Current>,
     /// Whether computing is paused now; applies to the current unit and the next ones.
     paused: bool,
+    /// Moving average of how long a unit took, in seconds (`None` before the first).
+    unit_secs: Option<f64>,
 }
+
+/// Enough buffered work to cover this long: short units are leased many at a time, so the
+/// cores never wait on a lease round trip and the coordinator sees few calls.
+const BUFFER_TIME_SECS: f64 = 0.5;
+/// Most tasks held at once, whatever the units' size.
+const MAX_HELD: usize = 200;
 
 /// The unit being computed.
 #[derive(Debug, Clone)]
@@ -65,12 +73,30 @@ impl Tasks {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// How many more tasks to lease so that `target` are held (running plus buffered).
-    pub(crate) fn wanted(&self, target: usize, now: Millis) -> usize {
+    /// How many more tasks to lease: none while more than the low watermark are held, else
+    /// enough to hold the target again. The target is `1 + prefetch` tasks, or more when units
+    /// are short (see [`BUFFER_TIME_SECS`]); the watermark keeps short units from costing one
+    /// lease call each.
+    pub(crate) fn wanted(&self, prefetch: usize, now: Millis) -> usize {
         let mut inner = self.lock();
         inner.drop_expired(now);
         let held = inner.queue.len() + usize::from(inner.current.is_some());
-        target.saturating_sub(held)
+        let by_time = inner.unit_secs.map_or(0, |secs| {
+            (BUFFER_TIME_SECS / secs.max(1e-6)).ceil() as usize
+        });
+        let target = 1 + prefetch.max(by_time).min(MAX_HELD - 1);
+        let low = if target > 4 { target / 2 } else { target - 1 };
+        if held > low { 0 } else { target - held }
+    }
+
+    /// Notes how long a unit took, for sizing the buffer.
+    pub(crate) fn record_duration(&self, took: std::time::Duration) {
+        let secs = took.as_secs_f64();
+        let mut inner = self.lock();
+        inner.unit_secs = Some(match inner.unit_secs {
+            Some(avg) => 0.8 * avg + 0.2 * secs,
+            None => secs,
+        });
     }
 
     /// Buffers newly leased tasks (ignoring any already held) and wakes the dispatcher.
@@ -251,14 +277,15 @@ mod tests {
     #[test]
     fn buffer_fills_to_target_and_runs_in_order() {
         let tasks = Tasks::default();
-        assert_eq!(tasks.wanted(3, 0), 3);
+        // Prefetch 2: hold 3, lease again when 2 or fewer are held.
+        assert_eq!(tasks.wanted(2, 0), 3);
         let (a, b) = (task(100), task(100));
         tasks.add(vec![a.clone(), b.clone(), a.clone()]);
-        assert_eq!(tasks.wanted(3, 0), 1);
+        assert_eq!(tasks.wanted(2, 0), 1);
         let (first, ctx) = tasks.start_next(0).unwrap();
         assert_eq!(first.task_id, a.task_id);
         assert!(tasks.start_next(0).is_none(), "one unit at a time");
-        assert_eq!(tasks.wanted(3, 0), 1);
+        assert_eq!(tasks.wanted(2, 0), 1);
         ctx.set_total(4);
         ctx.advance(1);
         let progress = tasks.progress();
@@ -274,7 +301,7 @@ mod tests {
         let tasks = Tasks::default();
         let (old, fresh) = (task(10), task(1000));
         tasks.add(vec![old, fresh.clone()]);
-        assert_eq!(tasks.wanted(2, 50), 1);
+        assert_eq!(tasks.wanted(1, 50), 1);
         assert_eq!(tasks.start_next(50).unwrap().0.task_id, fresh.task_id);
     }
 
@@ -291,5 +318,31 @@ mod tests {
         tasks.clear();
         tasks.finish(a.task_id);
         assert!(tasks.progress().is_empty());
+    }
+
+    #[test]
+    fn long_units_keep_the_configured_prefetch() {
+        let tasks = Tasks::default();
+        tasks.record_duration(std::time::Duration::from_secs(30));
+        assert_eq!(tasks.wanted(2, 0), 3);
+        tasks.add(vec![task(100)]);
+        assert_eq!(tasks.wanted(2, 0), 2);
+        tasks.add(vec![task(100), task(100)]);
+        assert_eq!(tasks.wanted(2, 0), 0);
+    }
+
+    #[test]
+    fn short_units_are_leased_many_at_a_time_below_a_watermark() {
+        let tasks = Tasks::default();
+        tasks.record_duration(std::time::Duration::from_millis(2));
+        // 0.5 s of 2 ms units is 250 tasks, capped at MAX_HELD.
+        assert_eq!(tasks.wanted(2, 0), MAX_HELD);
+        let held: Vec<_> = (0..150).map(|_| task(100)).collect();
+        tasks.add(held.clone());
+        // Above the watermark (half the target): a finished unit costs no lease call.
+        assert_eq!(tasks.wanted(2, 0), 0);
+        let gone: Vec<Uuid> = held[..60].iter().map(|t| t.task_id).collect();
+        tasks.abort(&gone);
+        assert_eq!(tasks.wanted(2, 0), MAX_HELD - 90);
     }
 }
