@@ -153,7 +153,8 @@ pub(super) async fn lease(
     let jobs = sqlx::query(
         "SELECT id, unit_timeout_ms, unit_count, units_created, target_results, adaptive, \
          distinct_owners FROM jobs \
-         WHERE state IN ('queued', 'running') AND app = ANY($1) \
+         WHERE state IN ('queued', 'running') \
+         AND (app = ANY($1) OR (app LIKE 'wasm:%' AND 'wasm:*' = ANY($1))) \
          ORDER BY priority DESC, last_lease_at ASC, created_at ASC LIMIT 64",
     )
     .bind(ask.apps)
