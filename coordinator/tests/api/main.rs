@@ -9,6 +9,7 @@ mod postgres;
 mod protocol;
 mod spec_errors;
 mod trust;
+mod wasm;
 
 use std::time::Duration;
 
