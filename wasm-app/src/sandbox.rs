@@ -285,7 +285,7 @@ impl Sandboxed {
     /// The I/O area must lie inside the memory (which may have grown since sc_io).
     fn check_io(&mut self) -> Result<(), RunError> {
         let size = self.memory.data_size(&self.store);
-        if self.io % 8 != 0 || self.io + IO_WORDS * 8 > size {
+        if !self.io.is_multiple_of(8) || self.io + IO_WORDS * 8 > size {
             return Err(RunError::Failed(format!(
                 "sc_io returned {}, but the I/O area ({} bytes, 8-aligned) must lie within the \
                  memory ({size} bytes)",
