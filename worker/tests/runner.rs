@@ -155,6 +155,7 @@ async fn resends_old_outbox_and_reenrolls_on_401() {
             coordinator: base.trim_end_matches('/').to_owned(),
             worker_id: Uuid::now_v7(),
             token: "stale".into(),
+            apps: Vec::new(),
         })
         .unwrap();
     let outbox = Outbox::open(state.outbox_dir()).unwrap();

@@ -259,7 +259,10 @@ pub async fn enroll(config: &RunConfig, force: bool) -> anyhow::Result<Credentia
     check(config)?;
     let state = StateDir::open(&config.state_dir)
         .with_context(|| format!("state dir {}", config.state_dir.display()))?;
-    if !force && let Some(existing) = session::stored_credentials(&state, &config.coordinator) {
+    if !force
+        && let Some(existing) =
+            session::stored_credentials(&state, &config.coordinator, &config.apps())
+    {
         tracing::info!(worker_id = %existing.worker_id, "already enrolled");
         return Ok(existing);
     }
