@@ -21,3 +21,18 @@ pub const EXAMPLES: &[(&str, &str)] = &[
         include_str!("../../job-specs/integrate.toml"),
     ),
 ];
+
+/// The example module jobs of `job-specs/wasm/` (run by the demo, which uploads their modules
+/// first): spec file, TOML text, and the built module the spec names.
+pub const MODULE_EXAMPLES: &[(&str, &str, &[u8])] = &[
+    (
+        "wasm/nqueens.toml",
+        include_str!("../../job-specs/wasm/nqueens.toml"),
+        include_bytes!("../../job-specs/wasm/nqueens.wasm"),
+    ),
+    (
+        "wasm/mc-integrate.toml",
+        include_str!("../../job-specs/wasm/mc-integrate.toml"),
+        include_bytes!("../../job-specs/wasm/mc-integrate.wasm"),
+    ),
+];
