@@ -10,13 +10,18 @@ const MC: &[u8] = include_bytes!("../../job-specs/wasm/mc-integrate.wasm");
 
 /// The smallest module that satisfies the ABI, with `body` as sc_compute's body.
 fn module_with(body: &str) -> WasmApp {
+    module_with_units(body, "(i64.const 2)")
+}
+
+/// Like [`module_with`], with `units` as sc_units' body.
+fn module_with_units(body: &str, units: &str) -> WasmApp {
     let wat = format!(
         r#"(module
           (memory (export "memory") 1)
           (func (export "sc_io") (result i32) (i32.const 0))
           (func (export "sc_words") (result i32) (i32.const 1))
           (func (export "sc_floats") (result i32) (i32.const 0))
-          (func (export "sc_units") (param i32) (result i64) (i64.const 2))
+          (func (export "sc_units") (param i32) (result i64) {units})
           (func (export "sc_compute") (param i32 i64 i64 i64) (result i32) {body})
           (func (export "sc_combine") (result i32) (i32.const 0)))"#
     );
@@ -184,4 +189,29 @@ fn modules_that_do_not_fit_the_abi_are_refused() {
     assert!(crate::module_hash(&format!("wasm:{}", "a".repeat(64))).is_some());
     assert!(crate::module_hash("wasm:ABC").is_none());
     assert!(crate::module_hash("prime-count").is_none());
+}
+
+#[test]
+fn nans_are_canonical_so_hosts_agree_bit_for_bit() {
+    // x86 makes 0/0 a negative NaN (0xfff8...); canonicalisation makes it 0x7ff8... everywhere.
+    let app = module_with(
+        "(i64.store (i32.const 256) (i64.reinterpret_f64 (f64.div (f64.const 0) (f64.const 0)))) \
+         (i32.const 0)",
+    );
+    let params = json!({});
+    let unit = app.plan(&params).unwrap().unit(0);
+    let out = app.compute(&params, &unit, &ComputeCtx::new()).unwrap();
+    assert_eq!(out, json!({"values": [0x7ff8_0000_0000_0000_i64]}));
+}
+
+#[test]
+fn the_coordinator_s_calls_have_a_wall_clock_limit() {
+    let app = module_with_units("(i32.const 0)", "(loop $l (br $l)) (i64.const 1)");
+    let started = std::time::Instant::now();
+    let err = app.plan(&json!({})).err().unwrap().0;
+    assert!(
+        err.contains("ran longer than 2000 ms in one call (in sc_units)"),
+        "{err}"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
 }

@@ -142,6 +142,16 @@ async fn example_modules_complete_with_the_known_answers() {
     assert_eq!(units.len(), 20);
     assert!(units.iter().all(|u| u.get::<i64, _>("outputs") == 1));
     assert!(units.iter().any(|u| u.get::<i64, _>("workers") == 2));
+    // Each worker fetched the modules once and keeps them, checked, in its state dir.
+    for (worker, module) in [("a", &queens), ("b", &queens), ("a", &mc)] {
+        let cached = c
+            .dir
+            .join(worker)
+            .join("modules")
+            .join(format!("{}.wasm", module.sha256));
+        let bytes = std::fs::read(&cached).unwrap();
+        assert_eq!(sparecycles_wasm::sha256_hex(&bytes), module.sha256);
+    }
     // Module jobs are listed like any other.
     let listed = api.jobs().await;
     assert!(
