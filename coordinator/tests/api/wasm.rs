@@ -377,3 +377,35 @@ async fn workers_take_only_the_module_work_they_accept() {
     assert_eq!(tasks_of(&c, queens_job.id, "refuser").await, 0);
     assert!(tasks_of(&c, queens_job.id, "picky").await > 0);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cli_uploads_a_module_and_follows_its_job() {
+    let c = Coordinator::start();
+    let specs = format!("{}/../job-specs/wasm", env!("CARGO_MANIFEST_DIR"));
+    let cli = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_coordinator"))
+            .args(args)
+            .args(["--coordinator", &c.url, "--token", ADMIN_TOKEN])
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap()
+    };
+    let uploaded = cli(&["upload-module", &format!("{specs}/nqueens.wasm")]);
+    assert!(uploaded.status.success(), "{uploaded:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&uploaded.stdout).trim(),
+        sparecycles_wasm::sha256_hex(NQUEENS)
+    );
+    // The spec asks for a quorum of 2: two workers.
+    let _w = [c.worker("w1", 1), c.worker("w2", 1)];
+    let submitted = cli(&["submit", &format!("{specs}/nqueens.toml"), "--wait"]);
+    let stdout = String::from_utf8_lossy(&submitted.stdout);
+    assert!(submitted.status.success(), "{submitted:?}");
+    assert!(stdout.contains("\"solutions\":14200"), "{stdout}");
+    let refused = cli(&["upload-module", &format!("{specs}/README.md")]);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("the module was refused"),
+        "{refused:?}"
+    );
+}
