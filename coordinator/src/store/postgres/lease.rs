@@ -150,6 +150,8 @@ pub(super) async fn lease(
             .execute(&mut *conn)
             .await?;
     }
+    // Module jobs (app `wasm:<sha256>`) go to workers that name the module, or `wasm:*`
+    // (sparecycles_wasm::ANY_MODULE) for any module.
     let jobs = sqlx::query(
         "SELECT id, unit_timeout_ms, unit_count, units_created, target_results, adaptive, \
          distinct_owners FROM jobs \
