@@ -11,7 +11,7 @@ pub mod mandelbrot;
 pub mod monte_carlo_pi;
 pub mod prime_count;
 mod resume;
-mod split;
+pub mod split;
 
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -86,8 +86,8 @@ impl Assembled {
 
 /// A named computation with its four duties: check and split, compute, compare, assemble.
 pub trait App: Send + Sync + 'static {
-    /// The name job specs use (`"prime-count"`).
-    fn name(&self) -> &'static str;
+    /// The name job specs use (`"prime-count"`; `wasm:<sha256>` for module apps).
+    fn name(&self) -> &str;
     /// Checks the job's parameters and returns its split.
     fn plan(&self, params: &Value) -> Result<Box<dyn Plan>, AppError>;
     /// Computes one unit on the current rayon pool (worker side). Checks `ctx` often enough to

@@ -113,7 +113,7 @@ impl App for PrimeCount {
         let span = split(params)
             .and_then(|s| s.parse_unit(NAME, unit))
             .map_err(failed)?;
-        if span.len() == 0 {
+        if span.is_empty() {
             return Ok(json!(Count { count: 0 }));
         }
         let sieve = Sieve::new(span.end);

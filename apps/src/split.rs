@@ -20,6 +20,10 @@ impl Span {
         self.end - self.start
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.end <= self.start
+    }
+
     pub fn to_value(self) -> Value {
         serde_json::to_value(self).unwrap_or_default()
     }

@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use sparecycles_apps::{App, Plan};
+use sparecycles_wasm::WasmApp;
 use tokio::sync::Notify;
 use uuid::Uuid;
 
@@ -49,6 +50,8 @@ struct Inner {
     admin_token: Secret,
     settings: Settings,
     jobs: Mutex<HashMap<Uuid, Arc<JobInfo>>>,
+    /// Compiled modules by SHA-256 (compiling is the slow part; modules never change).
+    modules: Mutex<HashMap<String, Arc<WasmApp>>>,
     transition: Notify,
     /// Wakes leases waiting for work (new job, resumed job, tasks handed back or reissued).
     work: Notify,
@@ -65,6 +68,7 @@ impl AppState {
                 admin_token,
                 settings,
                 jobs: Mutex::new(HashMap::new()),
+                modules: Mutex::new(HashMap::new()),
                 transition: Notify::new(),
                 work: Notify::new(),
                 closing: Default::default(),
@@ -140,17 +144,20 @@ impl AppState {
             .job(job_id)
             .await?
             .ok_or_else(|| ApiError::NotFound(format!("no job with id {job_id}")))?;
-        self.job_info_of(&job)
+        self.job_info_of(&job).await
     }
 
     /// Like [`AppState::job_info`], from a row already at hand.
-    pub fn job_info_of(&self, job: &JobRow) -> Result<Arc<JobInfo>, ApiError> {
+    pub async fn job_info_of(&self, job: &JobRow) -> Result<Arc<JobInfo>, ApiError> {
         if let Some(info) = self.cached(job.id) {
             return Ok(info);
         }
-        let app = app_for(&job.app)?;
+        let app = self.app(&job.app).await?.ok_or_else(|| {
+            ApiError::Internal(anyhow::anyhow!("stored job names unknown app {}", job.app))
+        })?;
         let plan: Arc<dyn Plan> = Arc::from(
-            app.plan(&job.params)
+            plan_of(app.clone(), job.params.clone())
+                .await?
                 .map_err(|e| ApiError::Internal(anyhow::anyhow!("stored job {}: {e}", job.id)))?,
         );
         let info = Arc::new(JobInfo {
@@ -165,6 +172,52 @@ impl AppState {
             .unwrap_or_else(|e| e.into_inner())
             .insert(job.id, info.clone());
         Ok(info)
+    }
+
+    /// The app called `name`: a built-in one, or a stored module (compiled once, then cached).
+    /// `None` when there is no such app or module.
+    pub async fn app(&self, name: &str) -> Result<Option<AppRef>, ApiError> {
+        if let Some(app) = sparecycles_apps::find(name) {
+            return Ok(Some(AppRef::Builtin(app)));
+        }
+        let Some(sha256) = sparecycles_wasm::module_hash(name) else {
+            return Ok(None);
+        };
+        let cached = self
+            .inner
+            .modules
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(sha256)
+            .cloned();
+        if let Some(module) = cached {
+            return Ok(Some(AppRef::Module(module)));
+        }
+        let Some(bytes) = self.store().module(sha256).await? else {
+            return Ok(None);
+        };
+        let compiled = tokio::task::spawn_blocking(move || WasmApp::new(&bytes))
+            .await
+            .map_err(|e| ApiError::Internal(e.into()))?
+            .map_err(|e| ApiError::Internal(anyhow::anyhow!("stored module {sha256}: {e}")))?;
+        if compiled.hash() != sha256 {
+            return Err(ApiError::Internal(anyhow::anyhow!(
+                "stored module {sha256} has the hash {}",
+                compiled.hash()
+            )));
+        }
+        let module = Arc::new(compiled);
+        self.cache_module(module.clone());
+        Ok(Some(AppRef::Module(module)))
+    }
+
+    /// Keeps a compiled module for the jobs that will name it.
+    pub fn cache_module(&self, module: Arc<WasmApp>) {
+        self.inner
+            .modules
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(module.hash().to_owned(), module);
     }
 
     fn cached(&self, job_id: Uuid) -> Option<Arc<JobInfo>> {
@@ -188,14 +241,36 @@ impl AppState {
 
 /// What the coordinator keeps in memory about a live job.
 pub struct JobInfo {
-    pub app: &'static dyn App,
+    pub app: AppRef,
     pub params: serde_json::Value,
     pub redundancy: sparecycles_protocol::Redundancy,
     pub plan: Arc<dyn Plan>,
 }
 
-/// The built-in app a stored job names.
-pub fn app_for(name: &str) -> Result<&'static dyn App, ApiError> {
-    sparecycles_apps::find(name)
-        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("stored job names unknown app {name}")))
+/// A job's app: built in, or a module; either way used through the [`App`] trait.
+#[derive(Clone)]
+pub enum AppRef {
+    Builtin(&'static dyn App),
+    Module(Arc<WasmApp>),
+}
+
+impl std::ops::Deref for AppRef {
+    type Target = dyn App;
+
+    fn deref(&self) -> &(dyn App + 'static) {
+        match self {
+            AppRef::Builtin(app) => *app,
+            AppRef::Module(module) => module.as_ref(),
+        }
+    }
+}
+
+/// Splits a job's parameters off the async runtime (a module's `sc_units` is CPU work).
+pub async fn plan_of(
+    app: AppRef,
+    params: serde_json::Value,
+) -> Result<Result<Box<dyn Plan>, sparecycles_apps::AppError>, ApiError> {
+    tokio::task::spawn_blocking(move || app.plan(&params))
+        .await
+        .map_err(|e| ApiError::Internal(e.into()))
 }

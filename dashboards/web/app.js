@@ -274,7 +274,7 @@ function renderJobs(node, jobs) {
   const rows = jobs.map((job) => {
     const open = () => { location.hash = `#/jobs/${job.id}`; };
     return el("tr", { class: "clickable", "data-job": job.id, onclick: open },
-      el("td", {}, el("a", { class: "jobname", href: `#/jobs/${job.id}`, onclick: (e) => e.stopPropagation() }, job.name), el("div", { class: "muted small hide-narrow" }, job.app)),
+      el("td", {}, el("a", { class: "jobname", href: `#/jobs/${job.id}`, onclick: (e) => e.stopPropagation() }, job.name), el("div", { class: "muted small hide-narrow", title: job.app }, appLabel(job.app))),
       el("td", {}, badge(job.state)),
       el("td", { style: "width:40%" }, progressBar(job)),
       el("td", { class: "num hide-narrow" }, job.state === "running" ? fmtNum(rate(job)) : "–"),
@@ -308,7 +308,7 @@ function jobPage(id) {
     const r = rate(job);
     summary.replaceChildren(progressBar(job, true),
       el("div", { class: "kv", style: "margin-top:.9rem" },
-        el("div", {}, el("span", {}, "App"), job.app),
+        el("div", { style: "overflow-wrap:anywhere" }, el("span", {}, "App"), job.app),
         el("div", {}, el("span", {}, "Units"), fmtInt(job.units.total)),
         el("div", {}, el("span", {}, "In progress"), fmtInt(job.units.in_progress)),
         el("div", {}, el("span", {}, "Units/s"), job.state === "running" ? fmtNum(r) : "–"),
@@ -444,7 +444,9 @@ async function renderResult(section, job) {
     }
     const kv = el("div", { class: "kv" });
     if (value && typeof value === "object" && !Array.isArray(value)) {
-      for (const [k, v] of Object.entries(value)) {
+      // Module jobs name their values under "named".
+      const named = value.named && typeof value.named === "object" ? value.named : {};
+      for (const [k, v] of [...Object.entries(value), ...Object.entries(named)]) {
         if (typeof v === "number") kv.append(el("div", {}, el("span", {}, k.replace(/_/g, " ")), Number.isInteger(v) ? fmtInt(v) : String(v)));
       }
     }
@@ -453,6 +455,11 @@ async function renderResult(section, job) {
   } catch (e) {
     body.replaceChildren(el("p", { class: "error" }, e.message));
   }
+}
+
+// Module apps are named by a 64-digit hash: the list shows its start.
+function appLabel(app) {
+  return app.startsWith("wasm:") ? `${app.slice(0, 17)}…` : app;
 }
 
 // ---------- submit ----------

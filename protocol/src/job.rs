@@ -26,7 +26,12 @@ pub const PRIORITY_RANGE: i32 = 1000;
 #[serde(deny_unknown_fields)]
 pub struct JobSpec {
     pub name: String,
+    /// A built-in app; empty when the job runs a module.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub app: String,
+    /// The SHA-256 (hex) of an uploaded WebAssembly module, instead of a built-in app.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub module: Option<String>,
     pub params: Value,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redundancy: Option<RedundancySpec>,
@@ -148,8 +153,23 @@ impl JobSpec {
         if self.name.chars().any(char::is_control) {
             return spec_err("name must not contain control characters");
         }
-        if self.app.is_empty() || self.app.chars().count() > MAX_APP_CHARS {
-            return spec_err(format!("app must be 1 to {MAX_APP_CHARS} characters"));
+        match &self.module {
+            None if self.app.is_empty() => {
+                return spec_err("a job names an app, or a module by its sha256");
+            }
+            None if self.app.chars().count() > MAX_APP_CHARS => {
+                return spec_err(format!("app must be 1 to {MAX_APP_CHARS} characters"));
+            }
+            None => {}
+            Some(_) if !self.app.is_empty() => {
+                return spec_err("a job names an app or a module, not both");
+            }
+            Some(m) if !is_sha256_hex(m) => {
+                return spec_err(format!(
+                    "module must be a SHA-256 in hex (64 lowercase hex digits), got {m:?}"
+                ));
+            }
+            Some(_) => {}
         }
         if !self.params.is_object() {
             return spec_err("params must be an object (a table in TOML)");
@@ -169,6 +189,22 @@ impl JobSpec {
         }
         Ok((redundancy, timeout, priority))
     }
+}
+
+/// Whether `s` is written as module hashes are: 64 lowercase hex digits.
+pub fn is_sha256_hex(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// `POST /api/v1/modules`: the stored module.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModuleView {
+    /// SHA-256 of the module's binary form: what job specs name as `module`.
+    pub sha256: String,
+    /// Size of the binary form in bytes.
+    pub size: u64,
+    /// The app name jobs of this module show (`wasm:<sha256>`).
+    pub app: String,
 }
 
 /// The life of a job.
@@ -326,6 +362,15 @@ mod tests {
         assert!(s.check_common().is_err());
         s.params = serde_json::json!({});
         s.unit_timeout_secs = Some(0);
+        assert!(s.check_common().is_err());
+        s.unit_timeout_secs = None;
+        s.module = Some("ab".repeat(32));
+        assert!(s.check_common().unwrap_err().0.contains("not both"));
+        s.app.clear();
+        assert!(s.check_common().is_ok());
+        s.module = Some("AB".repeat(32));
+        assert!(s.check_common().unwrap_err().0.contains("64 lowercase"));
+        s.module = None;
         assert!(s.check_common().is_err());
     }
 

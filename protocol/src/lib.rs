@@ -9,7 +9,8 @@ pub mod work;
 
 pub use error::ErrorBody;
 pub use job::{
-    JobCounts, JobList, JobSpec, JobState, JobView, Redundancy, RedundancySpec, SpecError,
+    JobCounts, JobList, JobSpec, JobState, JobView, ModuleView, Redundancy, RedundancySpec,
+    SpecError, is_sha256_hex,
 };
 pub use work::{
     EnrollRequest, EnrollResponse, HeartbeatRequest, HeartbeatResponse, Leaderboard,

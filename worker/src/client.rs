@@ -15,6 +15,7 @@ use sparecycles_protocol::{
     EnrollRequest, EnrollResponse, ErrorBody, HeartbeatRequest, HeartbeatResponse, LeaseRequest,
     LeaseResponse, ReportRequest, ReportResponse, WorkerView,
 };
+use sparecycles_wasm::MAX_MODULE_BYTES;
 
 /// Longest time to open a connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -139,6 +140,32 @@ impl Client {
             .await
             .map_err(transport)?;
         Self::answer(response, &url).await
+    }
+
+    /// `GET /api/v1/modules/{sha256}`: a module's bytes, at most [`MAX_MODULE_BYTES`]. The
+    /// caller checks them against the hash: nothing here trusts the answer.
+    pub async fn module(&self, sha256: &str) -> Result<Vec<u8>, ClientError> {
+        let url = format!("{}/api/v1/modules/{sha256}", self.base);
+        let mut response = self.http.get(&url).send().await.map_err(transport)?;
+        let status = response.status();
+        if !status.is_success() {
+            let retry_after = parse_retry_after(response.headers());
+            let text = response.text().await.unwrap_or_default();
+            return Err(classify(status, retry_after, &text));
+        }
+        let mut bytes = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(transport)? {
+            if bytes.len() + chunk.len() > MAX_MODULE_BYTES {
+                return Err(ClientError::Refused(ErrorBody {
+                    kind: "about:blank".to_owned(),
+                    title: "module too large".to_owned(),
+                    status: status.as_u16(),
+                    detail: format!("{url} sent more than {MAX_MODULE_BYTES} bytes"),
+                }));
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        Ok(bytes)
     }
 
     async fn post<B: Serialize, R: DeserializeOwned>(

@@ -10,6 +10,7 @@ pub mod checkpoint;
 pub mod client;
 pub mod idle;
 pub mod install;
+pub mod modules;
 pub mod outbox;
 pub mod policy;
 pub mod prefs;

@@ -128,6 +128,7 @@ impl Prefs {
     fn into_config(self) -> anyhow::Result<RunConfig> {
         let settings = self.merged()?;
         let policy = settings.policy()?;
+        let modules = settings.module_policy()?;
         let Some(coordinator) = settings.coordinator.clone() else {
             bail!(
                 "no coordinator: pass --coordinator URL or set coordinator in {}",
@@ -141,6 +142,7 @@ impl Prefs {
         config.policy = policy;
         config.idle_source = settings.idle_source;
         config.status_port = settings.status_port;
+        config.modules = modules;
         Ok(config)
     }
 }
@@ -198,6 +200,7 @@ fn config_command(prefs: &Prefs, save: bool) -> anyhow::Result<()> {
     let path = prefs.config_path()?;
     let settings = prefs.merged()?;
     settings.policy()?;
+    settings.module_policy()?;
     if save {
         write_config(&path, &settings)?;
     }
@@ -239,6 +242,7 @@ fn install_command(prefs: &Prefs, target: &InstallTarget) -> anyhow::Result<()> 
         settings.state_dir = Some(PathBuf::from(SYSTEM_STATE_DIR));
     }
     settings.policy()?;
+    settings.module_policy()?;
     let exe = std::env::current_exe().context("locating this executable")?;
     let unit_path = install::unit_path(target.user).context("no unit path: set $HOME")?;
     let unit = install::unit_file(&exe, &config_path, target.user);

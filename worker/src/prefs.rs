@@ -9,8 +9,12 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::modules::ModulePolicy;
+
 /// Default minutes without user input before computing starts.
 pub const DEFAULT_IDLE_MINUTES: f64 = 3.0;
+/// Most entries of `allow_modules` (each is declared to the coordinator, which takes 64 apps).
+pub const MAX_ALLOWED_MODULES: usize = 50;
 /// Default seconds between checkpoints of a running unit.
 pub const DEFAULT_CHECKPOINT_SECS: u64 = 60;
 
@@ -78,6 +82,15 @@ pub struct Settings {
     #[arg(long, value_name = "SOURCE", hide = true)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub idle_source: Option<String>,
+    /// Run built-in apps only, never WebAssembly modules sent with jobs (modules run in a
+    /// sandbox without access to files or network) [default: false]
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub no_modules: Option<bool>,
+    /// Run only the modules with this SHA-256; repeat for more [default: any module]
+    #[arg(long = "allow-module", value_name = "SHA256")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allow_modules: Option<Vec<String>>,
 }
 
 /// Why the preferences are refused.
@@ -135,12 +148,39 @@ impl Settings {
             checkpoint_secs: self.checkpoint_secs.or(file.checkpoint_secs),
             status_port: self.status_port.or(file.status_port),
             idle_source: self.idle_source.or(file.idle_source),
+            no_modules: self.no_modules.or(file.no_modules),
+            allow_modules: self.allow_modules.or(file.allow_modules),
         }
     }
 
     /// As TOML, for `worker config` and `worker install`.
     pub fn to_toml(&self) -> String {
         toml::to_string(self).unwrap_or_default()
+    }
+
+    /// Which modules to run: none with `no_modules`, only `allow_modules` when given, else any.
+    pub fn module_policy(&self) -> Result<ModulePolicy, PrefsError> {
+        if self.no_modules == Some(true) {
+            return Ok(ModulePolicy::Refuse);
+        }
+        let Some(hashes) = &self.allow_modules else {
+            return Ok(ModulePolicy::Any);
+        };
+        if hashes.len() > MAX_ALLOWED_MODULES {
+            return Err(PrefsError::Invalid(format!(
+                "allow_modules lists {} modules; at most {MAX_ALLOWED_MODULES} are accepted",
+                hashes.len()
+            )));
+        }
+        if let Some(bad) = hashes
+            .iter()
+            .find(|h| !sparecycles_protocol::is_sha256_hex(h))
+        {
+            return Err(PrefsError::Invalid(format!(
+                "allow_modules: {bad:?} is not a SHA-256 in hex (64 lowercase hex digits)"
+            )));
+        }
+        Ok(ModulePolicy::Only(hashes.iter().cloned().collect()))
     }
 
     /// The checked policy, with defaults for what is not set.
@@ -382,5 +422,35 @@ mod tests {
         assert!(wrap.contains(6, 570) && wrap.contains(0, 570) && !wrap.contains(1, 570));
         let every = Window::parse("12:00-13:00").unwrap();
         assert!((0..7).all(|d| every.contains(d, 750)));
+    }
+
+    #[test]
+    fn module_preferences() {
+        let h = "ab".repeat(32);
+        let file: Settings = toml::from_str(&format!("allow_modules = [\"{h}\"]")).unwrap();
+        assert_eq!(
+            Settings::default()
+                .or(file.clone())
+                .module_policy()
+                .unwrap(),
+            ModulePolicy::Only([h.clone()].into())
+        );
+        let refuse = Settings {
+            no_modules: Some(true),
+            ..Default::default()
+        };
+        assert_eq!(
+            refuse.or(file).module_policy().unwrap(),
+            ModulePolicy::Refuse
+        );
+        assert_eq!(
+            Settings::default().module_policy().unwrap(),
+            ModulePolicy::Any
+        );
+        let bad = Settings {
+            allow_modules: Some(vec!["xyz".into()]),
+            ..Default::default()
+        };
+        assert!(bad.module_policy().unwrap_err().to_string().contains("xyz"));
     }
 }

@@ -39,6 +39,9 @@ pub struct Credentials {
     pub coordinator: String,
     pub worker_id: Uuid,
     pub token: String,
+    /// The apps declared at enrollment (empty in files written before they were recorded).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub apps: Vec<String>,
 }
 
 impl fmt::Debug for Credentials {
@@ -116,6 +119,7 @@ mod tests {
             coordinator: "http://127.0.0.1:8080".into(),
             worker_id: Uuid::now_v7(),
             token: "s3cret".into(),
+            apps: vec!["prime-count".into()],
         };
         state.save_credentials(&creds).unwrap();
 

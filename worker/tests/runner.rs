@@ -103,7 +103,10 @@ async fn enrolls_computes_and_reports_through_an_outage() {
         assert_eq!(f.enrolls.len(), 1);
         assert_eq!(f.enrolls[0].name, "test-worker");
         assert_eq!(f.enrolls[0].cores, 2);
-        assert_eq!(f.enrolls[0].apps, sparecycles_apps::names());
+        // The built-in apps, and any module (the default module policy).
+        let mut apps = sparecycles_apps::names();
+        apps.push("wasm:*".into());
+        assert_eq!(f.enrolls[0].apps, apps);
         assert!(f.report_calls >= 3, "the 503s were retried");
         let total: u64 = f
             .accepted
@@ -155,6 +158,7 @@ async fn resends_old_outbox_and_reenrolls_on_401() {
             coordinator: base.trim_end_matches('/').to_owned(),
             worker_id: Uuid::now_v7(),
             token: "stale".into(),
+            apps: Vec::new(),
         })
         .unwrap();
     let outbox = Outbox::open(state.outbox_dir()).unwrap();

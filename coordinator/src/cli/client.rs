@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use reqwest::StatusCode;
-use sparecycles_protocol::{ErrorBody, JobSpec, JobView};
+use sparecycles_protocol::{ErrorBody, JobSpec, JobView, ModuleView};
 use uuid::Uuid;
 
 /// Talks to one coordinator as admin.
@@ -52,6 +52,23 @@ impl ApiClient {
             .with_context(|| format!("cannot reach the coordinator at {}", self.base))?;
         if resp.status() != StatusCode::CREATED {
             return Err(fail(resp).await.context("the job was refused"));
+        }
+        Ok(resp.json().await?)
+    }
+
+    /// Uploads a WebAssembly module (binary or text format).
+    pub async fn upload_module(&self, bytes: Vec<u8>) -> anyhow::Result<ModuleView> {
+        let resp = self
+            .http
+            .post(format!("{}/api/v1/modules", self.base))
+            .bearer_auth(&self.token)
+            .header(reqwest::header::CONTENT_TYPE, "application/wasm")
+            .body(bytes)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the coordinator at {}", self.base))?;
+        if !resp.status().is_success() {
+            return Err(fail(resp).await.context("the module was refused"));
         }
         Ok(resp.json().await?)
     }

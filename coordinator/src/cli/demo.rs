@@ -1,6 +1,7 @@
 //! `coordinator demo`: a complete system in one command. Starts a coordinator on embedded
 //! SQLite, local workers (the real agent, in this process, over real HTTP), submits the example
-//! jobs from `job-specs/`, shows their progress and results, and keeps serving until Ctrl-C.
+//! jobs from `job-specs/` (module jobs too, uploading their modules first), shows their progress
+//! and results, and keeps serving until Ctrl-C.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -96,7 +97,17 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let style = ProgressStyle::with_template("{prefix:>22} {wide_bar} {pos}/{len} units {msg}")
         .unwrap_or_else(|_| ProgressStyle::default_bar());
     let mut followers = Vec::new();
-    for (file, text) in crate::examples::EXAMPLES {
+    for (_, _, module) in crate::examples::MODULE_EXAMPLES {
+        client.upload_module(module.to_vec()).await?;
+    }
+    let modules = crate::examples::MODULE_EXAMPLES
+        .iter()
+        .map(|(file, text, _)| (file, text));
+    for (file, text) in crate::examples::EXAMPLES
+        .iter()
+        .map(|(f, t)| (f, t))
+        .chain(modules)
+    {
         let spec = parse_spec(text, false).with_context(|| format!("job-specs/{file}"))?;
         let job = client.submit(&spec).await?;
         let bar = bars.add(ProgressBar::new(job.units.total));

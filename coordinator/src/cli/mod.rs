@@ -1,8 +1,9 @@
-//! The `coordinator` command line: `serve`, `submit`, `demo`.
+//! The `coordinator` command line: `serve`, `submit`, `upload-module`, `demo`, `bench`.
 
 mod bench;
 mod client;
 mod demo;
+mod module;
 mod serve;
 mod submit;
 
@@ -33,6 +34,8 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Submit a job spec (TOML or JSON) to a running coordinator.
     Submit(submit::SubmitArgs),
+    /// Upload a WebAssembly module (.wasm or .wat); prints the SHA-256 job specs name.
+    UploadModule(module::UploadArgs),
     /// Start a coordinator and two local workers, run the example jobs, keep serving.
     Demo(demo::DemoArgs),
     /// Load-test a running coordinator with simulated workers over HTTP (benchmarks).
@@ -95,6 +98,7 @@ pub fn main() -> ExitCode {
         match cli.command {
             Command::Serve(args) => serve::run(args).await,
             Command::Submit(args) => submit::run(args).await,
+            Command::UploadModule(args) => module::run(args).await,
             Command::Demo(args) => demo::run(args).await,
             Command::Bench(args) => bench::run(args).await,
         }

@@ -13,7 +13,7 @@ use uuid::Uuid;
 use crate::auth::Admin;
 use crate::http::error::{ApiError, parse_id};
 use crate::http::spec_body::SpecBody;
-use crate::state::AppState;
+use crate::state::{AppState, plan_of};
 use crate::store::{JobRow, NewJob};
 
 /// Largest accepted job spec body.
@@ -34,20 +34,28 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/jobs/{id}/resume", post(resume))
 }
 
-/// Checks a spec completely (common fields and the app's parameters) without storing anything.
-pub fn check_spec(spec: &JobSpec, initial_units: u64) -> Result<NewJob, ApiError> {
+/// Checks a spec completely (common fields, the app or module, and its parameters) without
+/// storing anything.
+pub async fn check_spec(state: &AppState, spec: &JobSpec) -> Result<NewJob, ApiError> {
     let (redundancy, timeout_secs, priority) = spec
         .check_common()
         .map_err(|e| ApiError::Unprocessable(e.0))?;
-    let app = sparecycles_apps::find(&spec.app).ok_or_else(|| {
-        ApiError::Unprocessable(format!(
-            "unknown app {:?}; this coordinator runs: {}",
+    let app_name = match &spec.module {
+        Some(sha256) => sparecycles_wasm::app_name(sha256),
+        None => spec.app.clone(),
+    };
+    let app = state.app(&app_name).await?.ok_or_else(|| match &spec.module {
+        Some(sha256) => ApiError::Unprocessable(format!(
+            "no module with sha256 {sha256}; upload it first (POST /api/v1/modules)"
+        )),
+        None => ApiError::Unprocessable(format!(
+            "unknown app {:?}; this coordinator runs: {} (or a module: set module = \"<sha256>\")",
             spec.app,
             sparecycles_apps::names().join(", ")
-        ))
+        )),
     })?;
-    let plan = app
-        .plan(&spec.params)
+    let plan = plan_of(app, spec.params.clone())
+        .await?
         .map_err(|e| ApiError::Unprocessable(e.0))?;
     let unit_count = plan.unit_count();
     if unit_count == 0 || unit_count > sparecycles_apps::MAX_UNITS {
@@ -59,13 +67,13 @@ pub fn check_spec(spec: &JobSpec, initial_units: u64) -> Result<NewJob, ApiError
     let job = NewJob {
         id: Uuid::now_v7(),
         name: spec.name.trim().to_owned(),
-        app: spec.app.clone(),
+        app: app_name,
         params: spec.params.clone(),
         priority,
         redundancy,
         unit_timeout_ms: (timeout_secs * 1000) as i64,
         unit_count,
-        initial_units,
+        initial_units: state.settings().initial_units,
     };
     Ok(job)
 }
@@ -75,7 +83,7 @@ async fn create(
     _admin: Admin,
     SpecBody(spec): SpecBody,
 ) -> Result<(StatusCode, Json<JobView>), ApiError> {
-    let job = check_spec(&spec, state.settings().initial_units)?;
+    let job = check_spec(&state, &spec).await?;
     let row = state.store().create_job(job, now_millis()).await?;
     tracing::info!(job = %row.id, name = %row.name, app = %row.app, units = row.unit_count, "job submitted");
     state.work_available();
@@ -244,7 +252,11 @@ pub fn view(row: &JobRow, in_progress: u64) -> JobView {
         finished_at: row.finished_at,
         error: row.error.clone(),
         result_type: (row.state == JobState::Completed)
-            .then(|| sparecycles_apps::find(&row.app).map(|a| a.result_type().to_owned()))
+            .then(|| match sparecycles_apps::find(&row.app) {
+                Some(app) => Some(app.result_type().to_owned()),
+                // Module apps assemble JSON.
+                None => sparecycles_wasm::module_hash(&row.app).map(|_| "application/json".into()),
+            })
             .flatten(),
     }
 }

@@ -5,6 +5,7 @@ pub mod error;
 pub mod events;
 pub mod jobs;
 pub mod metrics;
+pub mod modules;
 pub mod spec_body;
 pub mod views;
 pub mod work;
@@ -21,6 +22,7 @@ use crate::state::AppState;
 pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(jobs::router())
+        .merge(modules::router())
         .merge(work::router())
         .merge(workers::router())
         .merge(dashboard::router())

@@ -169,7 +169,11 @@ async fn lease(
     let apps: Vec<String> = worker
         .apps
         .iter()
-        .filter(|a| sparecycles_apps::find(a).is_some())
+        .filter(|a| {
+            sparecycles_apps::find(a).is_some()
+                || a.as_str() == sparecycles_wasm::ANY_MODULE
+                || sparecycles_wasm::module_hash(a).is_some()
+        })
         .cloned()
         .collect();
     if req

@@ -5,13 +5,24 @@ use sparecycles_protocol::now_millis;
 use crate::state::AppState;
 use crate::store::JobRow;
 
+/// Why pushing a page of outputs stopped.
+enum Halt {
+    /// The store returned units out of order.
+    Order { expected: u64, found: u64 },
+    /// The app refused an output.
+    App {
+        seq: u64,
+        error: sparecycles_apps::AppError,
+    },
+}
+
 /// Canonical outputs fetched per store round trip; bounds the memory assembly needs.
 const PAGE: u32 = 256;
 
 /// Assembles a job whose units are all done, and completes it (or fails it if the app
 /// cannot assemble the outputs).
 pub async fn assemble_job(state: &AppState, job: &JobRow) -> anyhow::Result<()> {
-    let info = state.job_info_of(job)?;
+    let info = state.job_info_of(job).await?;
     let store = state.store();
     let started = std::time::Instant::now();
     let mut assembler = match info.app.assembler(&info.params) {
@@ -29,21 +40,45 @@ pub async fn assemble_job(state: &AppState, job: &JobRow) -> anyhow::Result<()> 
         if page.is_empty() {
             anyhow::bail!("job {}: canonical output of unit {next} missing", job.id);
         }
-        for (seq, output) in &page {
-            if *seq != next {
-                anyhow::bail!("job {}: expected unit {next}, found {seq}", job.id);
+        // Pushing is CPU work too (a module's sc_combine runs in its sandbox): off the async
+        // workers, a page at a time.
+        let from = next;
+        let (back, pushed) = tokio::task::spawn_blocking(move || {
+            let mut next = from;
+            for (seq, output) in &page {
+                if *seq != next {
+                    return (
+                        assembler,
+                        Err(Halt::Order {
+                            expected: next,
+                            found: *seq,
+                        }),
+                    );
+                }
+                if let Err(error) = assembler.push(*seq, output) {
+                    return (assembler, Err(Halt::App { seq: *seq, error }));
+                }
+                next += 1;
             }
-            if let Err(e) = assembler.push(*seq, output) {
+            (assembler, Ok(next))
+        })
+        .await?;
+        assembler = back;
+        match pushed {
+            Ok(n) => next = n,
+            Err(Halt::Order { expected, found }) => {
+                anyhow::bail!("job {}: expected unit {expected}, found {found}", job.id);
+            }
+            Err(Halt::App { seq, error }) => {
                 store
                     .fail_job(
                         job.id,
-                        &format!("assembly failed at unit {seq}: {e}"),
+                        &format!("assembly failed at unit {seq}: {error}"),
                         now_millis(),
                     )
                     .await?;
                 return Ok(());
             }
-            next += 1;
         }
     }
     // The final step (e.g. PNG encoding) is CPU-bound: keep it off the async workers.

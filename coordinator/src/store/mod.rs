@@ -289,6 +289,11 @@ pub trait Store: Send + Sync + 'static {
     /// The assembled result: media type and bytes.
     async fn job_result(&self, job_id: Uuid) -> StoreResult<Option<(String, Vec<u8>)>>;
 
+    /// Stores a module under its SHA-256 unless it is already there; true when it was new.
+    async fn put_module(&self, sha256: &str, bytes: &[u8], now: Millis) -> StoreResult<bool>;
+    /// The bytes stored under `sha256`.
+    async fn module(&self, sha256: &str) -> StoreResult<Option<Vec<u8>>>;
+
     /// Whether this process may run the transitioner now. Coordinators sharing a database
     /// elect one (PostgreSQL: an advisory lock, released when its holder dies); a store
     /// used by one process always leads.

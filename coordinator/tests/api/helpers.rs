@@ -188,6 +188,11 @@ impl Coordinator {
     pub fn worker(&self, name: &str, cores: usize) -> Worker {
         Worker::start(&self.url, &self.dir.join(name), name, cores)
     }
+
+    /// Starts a worker with extra `run` flags.
+    pub fn worker_with(&self, name: &str, cores: usize, extra: &[&str]) -> Worker {
+        Worker::start_with(&self.url, &self.dir.join(name), name, cores, extra)
+    }
 }
 
 impl Drop for Coordinator {
@@ -211,6 +216,16 @@ pub struct Worker {
 
 impl Worker {
     pub fn start(url: &str, state_dir: &Path, name: &str, cores: usize) -> Self {
+        Self::start_with(url, state_dir, name, cores, &[])
+    }
+
+    pub fn start_with(
+        url: &str,
+        state_dir: &Path,
+        name: &str,
+        cores: usize,
+        extra: &[&str],
+    ) -> Self {
         std::fs::create_dir_all(state_dir).expect("worker dir");
         let log = state_dir.with_extension(format!("{}.log", Uuid::new_v4()));
         let child = Command::new(worker_bin())
@@ -220,6 +235,7 @@ impl Worker {
             .args(["--heartbeat-secs", "1", "--idle-poll-ms", "100"])
             // Compute even while someone uses this machine (the tests are run from a desktop).
             .args(["--idle-minutes", "0", "--pause-on-battery", "false"])
+            .args(extra)
             .env("RUST_LOG", "info,sparecycles_worker=debug")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("log file"))
@@ -489,10 +505,19 @@ pub fn naive_prime_count(start: u64, end: u64) -> u64 {
 /// Access to the coordinator's database (SQLite file or PostgreSQL), for checks the API does
 /// not expose. Queries must run on both: `$1` placeholders, and integers, text and floats only.
 pub async fn db(c: &Coordinator) -> sqlx::AnyPool {
+    open_db(c, "ro").await
+}
+
+/// Like [`db`], writable: for tests that corrupt what the coordinator stored.
+pub async fn db_writable(c: &Coordinator) -> sqlx::AnyPool {
+    open_db(c, "rw").await
+}
+
+async fn open_db(c: &Coordinator, sqlite_mode: &str) -> sqlx::AnyPool {
     sqlx::any::install_default_drivers();
     let url = match &c.pg {
         Some(pg) => pg.url.clone(),
-        None => format!("sqlite://{}?mode=ro", c.db_path().display()),
+        None => format!("sqlite://{}?mode={sqlite_mode}", c.db_path().display()),
     };
     sqlx::AnyPool::connect(&url).await.expect("open db")
 }

@@ -9,6 +9,7 @@ mod postgres;
 mod protocol;
 mod spec_errors;
 mod trust;
+mod wasm;
 
 use std::time::Duration;
 
@@ -233,6 +234,11 @@ async fn the_demo_runs_every_job_spec_to_the_right_answer() {
     assert!(stdout.contains("\"argmax\":8400511"), "{stdout}");
     assert!(stdout.contains("\"max_steps\":685"), "{stdout}");
     assert!(stdout.contains("\"value\":1.77245385"), "{stdout}");
+    assert!(
+        stdout.contains("\"named\":{\"solutions\":14200}"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("\"integral\":3.14"), "{stdout}");
     let png = std::fs::read(tmp.path().join("mandelbrot-seahorse.png")).unwrap();
     assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
 }

@@ -11,8 +11,9 @@ use std::time::{Duration, Instant};
 
 use rayon::ThreadPool;
 use serde_json::Value;
-use sparecycles_apps::{ComputeCtx, ComputeError};
+use sparecycles_apps::{App, ComputeCtx, ComputeError};
 use sparecycles_protocol::{TaskAssignment, now_millis};
+use sparecycles_wasm::WasmApp;
 use tokio::sync::mpsc::UnboundedSender;
 use uuid::Uuid;
 
@@ -25,6 +26,8 @@ pub(crate) struct Job {
     /// Where the unit resumes from.
     pub(crate) checkpoint: Option<Value>,
     pub(crate) saver: Option<Saver>,
+    /// The module of a module app, fetched and checked; `None` for built-in apps.
+    pub(crate) module: Option<Arc<WasmApp>>,
 }
 
 /// How a unit's checkpoints are kept.
@@ -85,6 +88,7 @@ pub(crate) fn compute(pool: &ThreadPool, job: Job) -> Outcome {
         ctx,
         checkpoint,
         saver,
+        module,
     } = job;
     let started = Instant::now();
     let last_save = Mutex::new(Instant::now());
@@ -113,7 +117,11 @@ pub(crate) fn compute(pool: &ThreadPool, job: Job) -> Outcome {
             ctx.cancel();
         }
     };
-    let result = match sparecycles_apps::find(&task.app) {
+    let app: Option<&dyn App> = match &module {
+        Some(module) => Some(module.as_ref()),
+        None => sparecycles_apps::find(&task.app),
+    };
+    let result = match app {
         None => Err(ComputeError::Failed(format!(
             "app {} not supported by this worker",
             task.app
@@ -179,6 +187,7 @@ mod tests {
                 ctx: ComputeCtx::new(),
                 checkpoint: None,
                 saver: None,
+                module: None,
             },
         );
         assert_eq!(

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use sparecycles_protocol::EnrollRequest;
 
+use crate::modules::ModulePolicy;
 use crate::prefs::Policy;
 use sparecycles_protocol::work::{MAX_LABEL_CHARS, MAX_LEASE_TASKS};
 
@@ -35,6 +36,8 @@ pub struct RunConfig {
     pub idle_source: Option<String>,
     /// Port of the local status page on 127.0.0.1 (0: any free port); `None`: no page.
     pub status_port: Option<u16>,
+    /// Which module apps (WebAssembly sent with jobs) to run.
+    pub modules: ModulePolicy,
 }
 
 impl RunConfig {
@@ -55,6 +58,7 @@ impl RunConfig {
             policy: Policy::always(),
             idle_source: None,
             status_port: None,
+            modules: ModulePolicy::Any,
         }
     }
 
@@ -65,9 +69,16 @@ impl RunConfig {
             cores: u32::try_from(self.cores.max(1)).unwrap_or(u32::MAX),
             os: clip(std::env::consts::OS),
             arch: clip(std::env::consts::ARCH),
-            apps: sparecycles_apps::names(),
+            apps: self.apps(),
             owner: self.owner.as_deref().map(clip),
         }
+    }
+
+    /// The built-in apps, and the module apps the module policy takes.
+    pub(crate) fn apps(&self) -> Vec<String> {
+        let mut apps = sparecycles_apps::names();
+        apps.extend(self.modules.declared_apps());
+        apps
     }
 
     pub(crate) fn lease_size(&self, wanted: usize) -> u32 {
@@ -120,7 +131,14 @@ mod tests {
         let req = config.enroll_request();
         assert_eq!(req.name.chars().count(), MAX_LABEL_CHARS);
         assert_eq!(req.cores, 3);
-        assert_eq!(req.apps, sparecycles_apps::names());
+        let mut builtin = sparecycles_apps::names();
+        assert_eq!(req.apps[..builtin.len()], builtin[..]);
+        assert_eq!(req.apps.last().map(String::as_str), Some("wasm:*"));
+        config.modules = ModulePolicy::Refuse;
+        assert_eq!(config.enroll_request().apps, builtin);
+        config.modules = ModulePolicy::Only(["ab".repeat(32)].into());
+        builtin.push(format!("wasm:{}", "ab".repeat(32)));
+        assert_eq!(config.enroll_request().apps, builtin);
     }
 
     #[test]

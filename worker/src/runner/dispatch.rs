@@ -68,6 +68,27 @@ pub(crate) async fn dispatch_loop(
             .current()
             .map(|c| c.wind_down)
             .unwrap_or_default();
+        let module = match sparecycles_wasm::module_hash(&task.app) {
+            None => None,
+            Some(sha256) => {
+                let (_, client) = shared.session.client();
+                match shared.modules.get(&client, sha256).await {
+                    Ok(module) => Some(module),
+                    Err(msg) => {
+                        // Never computed: the module is refused, unavailable or not the one
+                        // the job names. The task error tells the coordinator why.
+                        let outcome = Outcome {
+                            task_id,
+                            app: task.app.clone(),
+                            result: Err(ComputeError::Failed(msg)),
+                            elapsed: Duration::ZERO,
+                        };
+                        settle(&shared, &outbox, &results, outcome).await;
+                        continue;
+                    }
+                }
+            }
+        };
         let job = Job {
             task,
             ctx: ctx.clone(),
@@ -77,6 +98,7 @@ pub(crate) async fn dispatch_loop(
                 interval: shared.config.policy.checkpoint_interval,
                 wind_down,
             }),
+            module,
         };
         if compute.jobs.send(job).is_err() {
             shared.tasks.finish(task_id);
@@ -106,22 +128,33 @@ pub(crate) async fn dispatch_loop(
             shared.tasks.finish(task_id);
             return Err(DispatchError::ComputeThreadGone);
         };
-        let canceled = matches!(outcome.result, Err(ComputeError::Canceled));
-        let durable = outcome.elapsed >= SYNC_RESULTS_AFTER;
-        shared.tasks.record_duration(outcome.elapsed);
-        if let Some(result) = into_result(outcome) {
-            store(&outbox, &result, durable).await;
-            // The report loop only ends after this loop, so the send fails only in shutdown.
-            let _ = results.send(result);
-        }
-        if canceled && stop.is_stopped() {
-            // Stopped by shutdown: its checkpoint (if any) is resumed by the next run.
-            shared.set_unfinished(task_id);
-        } else if let Err(e) = shared.checkpoints.remove(task_id) {
-            tracing::warn!(task = %task_id, error = %e, "cannot remove a checkpoint");
-        }
-        shared.tasks.finish(task_id);
+        settle(&shared, &outbox, &results, outcome).await;
     }
+}
+
+/// Stores and hands on the result of a finished unit, and forgets the unit.
+async fn settle(
+    shared: &Shared,
+    outbox: &Outbox,
+    results: &UnboundedSender<TaskResult>,
+    outcome: Outcome,
+) {
+    let task_id = outcome.task_id;
+    let canceled = matches!(outcome.result, Err(ComputeError::Canceled));
+    let durable = outcome.elapsed >= SYNC_RESULTS_AFTER;
+    shared.tasks.record_duration(outcome.elapsed);
+    if let Some(result) = into_result(outcome) {
+        store(outbox, &result, durable).await;
+        // The report loop only ends after the dispatcher, so the send fails only in shutdown.
+        let _ = results.send(result);
+    }
+    if canceled && shared.stop.is_stopped() {
+        // Stopped by shutdown: its checkpoint (if any) is resumed by the next run.
+        shared.set_unfinished(task_id);
+    } else if let Err(e) = shared.checkpoints.remove(task_id) {
+        tracing::warn!(task = %task_id, error = %e, "cannot remove a checkpoint");
+    }
+    shared.tasks.finish(task_id);
 }
 
 /// The result to report, or `None` for a canceled unit (nothing to say about it).

@@ -51,6 +51,7 @@ pub(crate) struct Shared {
     control: control::Control,
     /// Results not yet delivered; the lease loop names their tasks as still held.
     outbox: Outbox,
+    modules: crate::modules::Modules,
     /// The unit shutdown interrupted, if any.
     unfinished: Mutex<Option<Uuid>>,
 }
@@ -93,6 +94,7 @@ pub async fn run(
         .with_context(|| format!("state dir {}", config.state_dir.display()))?;
     let outbox = Outbox::open(state.outbox_dir())
         .with_context(|| format!("outbox {}", state.outbox_dir().display()))?;
+    let state_root = state.root().to_owned();
     let checkpoints = Checkpoints::open(state.root().join("checkpoints"))
         .context("opening the checkpoint dir")?;
     let idle = crate::idle::from_spec(config.idle_source.as_deref()).map_err(anyhow::Error::msg)?;
@@ -120,13 +122,15 @@ pub async fn run(
         worker_id = %session.worker_id(),
         coordinator = %config.coordinator,
         cores = config.cores,
-        apps = ?sparecycles_apps::names(),
+        apps = ?config.apps(),
         "worker running"
     );
     let resumable = checkpoints
         .resumable(now_millis())
         .context("reading checkpoints")?;
+    let modules = crate::modules::Modules::new(state_root.join("modules"), config.modules.clone());
     let shared = Arc::new(Shared {
+        modules,
         config,
         session,
         tasks: Tasks::default(),
@@ -255,7 +259,10 @@ pub async fn enroll(config: &RunConfig, force: bool) -> anyhow::Result<Credentia
     check(config)?;
     let state = StateDir::open(&config.state_dir)
         .with_context(|| format!("state dir {}", config.state_dir.display()))?;
-    if !force && let Some(existing) = session::stored_credentials(&state, &config.coordinator) {
+    if !force
+        && let Some(existing) =
+            session::stored_credentials(&state, &config.coordinator, &config.apps())
+    {
         tracing::info!(worker_id = %existing.worker_id, "already enrolled");
         return Ok(existing);
     }

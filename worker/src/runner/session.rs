@@ -50,6 +50,7 @@ pub(crate) async fn enroll(
                     coordinator: client.base_url().to_owned(),
                     worker_id: enrolled.worker_id,
                     token: enrolled.token,
+                    apps: request.apps.clone(),
                 };
                 state.save_credentials(&credentials)?;
                 tracing::info!(
@@ -77,10 +78,27 @@ pub(crate) async fn enroll(
     }
 }
 
-/// Stored credentials if they belong to `coordinator`; a corrupt file counts as none.
-pub(crate) fn stored_credentials(state: &StateDir, coordinator: &str) -> Option<Credentials> {
+/// Stored credentials if they belong to `coordinator` and were enrolled with `apps`; a corrupt
+/// file counts as none.
+pub(crate) fn stored_credentials(
+    state: &StateDir,
+    coordinator: &str,
+    apps: &[String],
+) -> Option<Credentials> {
     let base = normalize_base_url(coordinator);
     match state.load_credentials() {
+        Ok(Some(creds))
+            if creds.coordinator == base && !creds.apps.is_empty() && creds.apps != apps =>
+        {
+            // The coordinator leases by the apps declared at enrollment: a volunteer who changed
+            // their module preferences must not be sent the work they now refuse.
+            tracing::info!(
+                old = ?creds.apps,
+                new = ?apps,
+                "the apps this worker takes changed; enrolling anew"
+            );
+            None
+        }
         Ok(Some(creds)) if creds.coordinator == base => Some(creds),
         Ok(Some(creds)) => {
             tracing::info!(
@@ -122,7 +140,7 @@ impl Session {
         request: EnrollRequest,
         stop: &Stop,
     ) -> Result<Session, EnrollError> {
-        let credentials = match stored_credentials(&state, coordinator) {
+        let credentials = match stored_credentials(&state, coordinator, &request.apps) {
             Some(creds) => {
                 tracing::info!(worker_id = %creds.worker_id, coordinator = %creds.coordinator, "using stored credentials");
                 creds
@@ -185,5 +203,31 @@ impl Session {
             worker_id: credentials.worker_id,
         };
         Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn changed_apps_mean_a_new_enrollment() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::open(dir.path()).unwrap();
+        let url = "http://127.0.0.1:9";
+        let with = |apps: Vec<String>| Credentials {
+            coordinator: url.into(),
+            worker_id: Uuid::now_v7(),
+            token: "t".into(),
+            apps,
+        };
+        let modules = vec!["prime-count".to_owned(), "wasm:*".to_owned()];
+        let builtin = vec!["prime-count".to_owned()];
+        state.save_credentials(&with(modules.clone())).unwrap();
+        assert!(stored_credentials(&state, url, &modules).is_some());
+        assert!(stored_credentials(&state, url, &builtin).is_none());
+        // Files from before apps were recorded are kept.
+        state.save_credentials(&with(Vec::new())).unwrap();
+        assert!(stored_credentials(&state, url, &builtin).is_some());
     }
 }

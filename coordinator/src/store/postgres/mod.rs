@@ -58,13 +58,24 @@ impl std::fmt::Debug for PostgresStore {
 }
 
 fn migrator() -> Migrator {
-    Migrator::with_migrations(vec![Migration::new(
-        1,
-        Cow::Borrowed("init"),
-        MigrationType::Simple,
-        SqlStr::from_static(include_str!("../../../migrations/postgres/0001_init.sql")),
-        false,
-    )])
+    Migrator::with_migrations(vec![
+        Migration::new(
+            1,
+            Cow::Borrowed("init"),
+            MigrationType::Simple,
+            SqlStr::from_static(include_str!("../../../migrations/postgres/0001_init.sql")),
+            false,
+        ),
+        Migration::new(
+            2,
+            Cow::Borrowed("modules"),
+            MigrationType::Simple,
+            SqlStr::from_static(include_str!(
+                "../../../migrations/postgres/0002_modules.sql"
+            )),
+            false,
+        ),
+    ])
 }
 
 impl PostgresStore {
@@ -373,6 +384,27 @@ impl Store for PostgresStore {
 
     async fn job_result(&self, job_id: Uuid) -> StoreResult<Option<(String, Vec<u8>)>> {
         self.result_of(job_id).await
+    }
+
+    async fn put_module(&self, sha256: &str, bytes: &[u8], now: Millis) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "INSERT INTO modules (sha256, bytes, created_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (sha256) DO NOTHING",
+        )
+        .bind(sha256)
+        .bind(bytes)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn module(&self, sha256: &str) -> StoreResult<Option<Vec<u8>>> {
+        let row = sqlx::query("SELECT bytes FROM modules WHERE sha256 = $1")
+            .bind(sha256)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| Ok(r.try_get("bytes")?)).transpose()
     }
 
     async fn try_lead(&self) -> StoreResult<bool> {

@@ -128,10 +128,13 @@ pub(super) async fn lease(
         return Ok(Vec::new());
     }
     let apps_json = serde_json::to_string(ask.apps).unwrap_or_else(|_| "[]".into());
+    // Module jobs (app `wasm:<sha256>`) go to workers that name the module, or `wasm:*`
+    // (sparecycles_wasm::ANY_MODULE) for any module.
     let jobs = sqlx::query(
         "SELECT id, unit_timeout_ms, unit_count, units_created, target_results, adaptive, \
          distinct_owners FROM jobs \
-         WHERE state IN ('queued', 'running') AND app IN (SELECT value FROM json_each(?1)) \
+         WHERE state IN ('queued', 'running') AND (app IN (SELECT value FROM json_each(?1)) \
+         OR (app LIKE 'wasm:%' AND 'wasm:*' IN (SELECT value FROM json_each(?1)))) \
          ORDER BY priority DESC, last_lease_at ASC, created_at ASC LIMIT 64",
     )
     .bind(&apps_json)

@@ -1,0 +1,6 @@
+-- WebAssembly modules of module jobs, stored once under the SHA-256 of their binary form.
+CREATE TABLE modules (
+    sha256     TEXT PRIMARY KEY NOT NULL,
+    bytes      BLOB NOT NULL,
+    created_at INTEGER NOT NULL
+);
