@@ -24,6 +24,10 @@ pub struct Settings {
     pub suspect_after: std::time::Duration,
     /// Adaptive replication and reputation.
     pub trust: crate::scheduler::trust::TrustPolicy,
+    /// When set, enrolling needs this key (the project's, handed to its volunteers).
+    pub enroll_key: Option<Secret>,
+    /// Requests per second per token and per client IP.
+    pub rate_limits: crate::http::limit::RateLimits,
 }
 
 impl Default for Settings {
@@ -34,6 +38,8 @@ impl Default for Settings {
             transition_interval: std::time::Duration::from_millis(500),
             suspect_after: std::time::Duration::from_secs(60),
             trust: Default::default(),
+            enroll_key: None,
+            rate_limits: Default::default(),
         }
     }
 }
@@ -51,6 +57,7 @@ struct Inner {
     jobs: Mutex<HashMap<Uuid, Arc<JobInfo>>>,
     transition: Notify,
     hub: crate::events::Hub,
+    limiters: crate::http::limit::Limiters,
 }
 
 impl AppState {
@@ -59,10 +66,11 @@ impl AppState {
             inner: Arc::new(Inner {
                 store,
                 admin_token,
-                settings,
                 jobs: Mutex::new(HashMap::new()),
                 transition: Notify::new(),
                 hub: crate::events::Hub::default(),
+                limiters: crate::http::limit::Limiters::new(settings.rate_limits),
+                settings,
             }),
         }
     }
@@ -82,6 +90,10 @@ impl AppState {
 
     pub fn emit(&self, event: sparecycles_protocol::dashboard::Event) {
         self.inner.hub.emit(event);
+    }
+
+    pub fn limiters(&self) -> &crate::http::limit::Limiters {
+        &self.inner.limiters
     }
 
     pub fn settings(&self) -> &Settings {

@@ -5,12 +5,14 @@
 pub mod dashboard;
 pub mod error;
 pub mod job;
+pub mod token;
 pub mod work;
 
 pub use error::ErrorBody;
 pub use job::{
     JobCounts, JobList, JobSpec, JobState, JobView, Redundancy, RedundancySpec, SpecError,
 };
+pub use token::{TokenCreated, TokenList, TokenRequest, TokenView};
 pub use work::{
     EnrollRequest, EnrollResponse, HeartbeatRequest, HeartbeatResponse, Leaderboard,
     LeaderboardEntry, LeaseRequest, LeaseResponse, RefusedResult, ReportRequest, ReportResponse,

@@ -2,7 +2,9 @@
 
 use anyhow::Context;
 use reqwest::StatusCode;
-use sparecycles_protocol::{ErrorBody, JobSpec, JobView};
+use sparecycles_protocol::{
+    ErrorBody, JobSpec, JobView, TokenCreated, TokenList, TokenRequest, TokenView,
+};
 use uuid::Uuid;
 
 /// Talks to one coordinator as admin.
@@ -60,6 +62,7 @@ impl ApiClient {
         let resp = self
             .http
             .get(format!("{}/api/v1/jobs/{id}", self.base))
+            .bearer_auth(&self.token)
             .send()
             .await
             .with_context(|| format!("cannot reach the coordinator at {}", self.base))?;
@@ -73,6 +76,7 @@ impl ApiClient {
         let resp = self
             .http
             .get(format!("{}/api/v1/jobs/{id}/result", self.base))
+            .bearer_auth(&self.token)
             .send()
             .await?;
         if !resp.status().is_success() {
@@ -88,5 +92,42 @@ impl ApiClient {
             content_type,
             body: resp.bytes().await?.to_vec(),
         })
+    }
+
+    async fn send(&self, req: reqwest::RequestBuilder) -> anyhow::Result<reqwest::Response> {
+        let resp = req
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the coordinator at {}", self.base))?;
+        if !resp.status().is_success() {
+            return Err(fail(resp).await);
+        }
+        Ok(resp)
+    }
+
+    /// `POST /api/v1/tokens` (admin).
+    pub async fn create_token(&self, name: &str) -> anyhow::Result<TokenCreated> {
+        let req = self
+            .http
+            .post(format!("{}/api/v1/tokens", self.base))
+            .json(&TokenRequest {
+                name: name.to_owned(),
+            });
+        Ok(self.send(req).await?.json().await?)
+    }
+
+    /// `GET /api/v1/tokens` (admin).
+    pub async fn tokens(&self) -> anyhow::Result<Vec<TokenView>> {
+        let req = self.http.get(format!("{}/api/v1/tokens", self.base));
+        Ok(self.send(req).await?.json::<TokenList>().await?.tokens)
+    }
+
+    /// `DELETE /api/v1/tokens/{id}` (admin).
+    pub async fn revoke_token(&self, id: Uuid) -> anyhow::Result<TokenView> {
+        let req = self
+            .http
+            .delete(format!("{}/api/v1/tokens/{id}", self.base));
+        Ok(self.send(req).await?.json().await?)
     }
 }

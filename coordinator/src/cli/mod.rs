@@ -1,10 +1,11 @@
-//! The `coordinator` command line: `serve`, `submit`, `demo`.
+//! The `coordinator` command line: `serve`, `submit`, `demo`, `bench`, `token`.
 
 mod bench;
 mod client;
 mod demo;
 mod serve;
 mod submit;
+mod token;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -37,6 +38,8 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Load-test a running coordinator with simulated workers over HTTP (benchmarks).
     Bench(bench::BenchArgs),
+    /// Create, list and revoke submitter tokens (admin).
+    Token(token::TokenArgs),
 }
 
 /// Where the CLI finds a coordinator and its admin token.
@@ -97,6 +100,7 @@ pub fn main() -> ExitCode {
             Command::Submit(args) => submit::run(args).await,
             Command::Demo(args) => demo::run(args).await,
             Command::Bench(args) => bench::run(args).await,
+            Command::Token(args) => token::run(args).await,
         }
     });
     match result {

@@ -10,7 +10,7 @@ use sparecycles_protocol::dashboard::Event;
 use sparecycles_protocol::{JobCounts, JobList, JobSpec, JobState, JobView, now_millis};
 use uuid::Uuid;
 
-use crate::auth::Admin;
+use crate::auth::{JobManager, JobReader, Scope};
 use crate::http::error::{ApiError, parse_id};
 use crate::http::spec_body::SpecBody;
 use crate::state::AppState;
@@ -66,16 +66,18 @@ pub fn check_spec(spec: &JobSpec, initial_units: u64) -> Result<NewJob, ApiError
         unit_timeout_ms: (timeout_secs * 1000) as i64,
         unit_count,
         initial_units,
+        owner: None,
     };
     Ok(job)
 }
 
 async fn create(
     State(state): State<AppState>,
-    _admin: Admin,
+    JobManager(scope): JobManager,
     SpecBody(spec): SpecBody,
 ) -> Result<(StatusCode, Json<JobView>), ApiError> {
-    let job = check_spec(&spec, state.settings().initial_units)?;
+    let mut job = check_spec(&spec, state.settings().initial_units)?;
+    job.owner = scope.owner();
     let row = state.store().create_job(job, now_millis()).await?;
     tracing::info!(job = %row.id, name = %row.name, app = %row.app, units = row.unit_count, "job submitted");
     state.emit(Event::JobChanged {
@@ -92,10 +94,14 @@ struct ListQuery {
 
 async fn list(
     State(state): State<AppState>,
+    JobReader(scope): JobReader,
     Query(q): Query<ListQuery>,
 ) -> Result<Json<JobList>, ApiError> {
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
-    let rows = state.store().jobs(limit).await?;
+    let rows = match scope {
+        Scope::All => state.store().jobs(limit).await?,
+        Scope::Owner(owner) => state.store().jobs_owned_by(owner, limit).await?,
+    };
     let mut jobs = Vec::with_capacity(rows.len());
     for row in &rows {
         let in_progress = if row.state.is_final() {
@@ -108,20 +114,24 @@ async fn list(
     Ok(Json(JobList { jobs }))
 }
 
-async fn load(state: &AppState, raw: &str) -> Result<JobRow, ApiError> {
+/// The job `raw` names, if `scope` may see it. Another submitter's job is a 404 like a
+/// missing one, so job ids cannot be probed.
+pub async fn load(state: &AppState, raw: &str, scope: Scope) -> Result<JobRow, ApiError> {
     let id = parse_id("job", raw)?;
     state
         .store()
         .job(id)
         .await?
+        .filter(|job| scope.allows(job))
         .ok_or_else(|| ApiError::NotFound(format!("no job with id {id}")))
 }
 
 async fn show(
     State(state): State<AppState>,
+    JobReader(scope): JobReader,
     Path(id): Path<String>,
 ) -> Result<Json<JobView>, ApiError> {
-    let row = load(&state, &id).await?;
+    let row = load(&state, &id, scope).await?;
     let in_progress = if row.state.is_final() {
         0
     } else {
@@ -132,9 +142,10 @@ async fn show(
 
 async fn result(
     State(state): State<AppState>,
+    JobReader(scope): JobReader,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let row = load(&state, &id).await?;
+    let row = load(&state, &id, scope).await?;
     if row.state != JobState::Completed {
         let why = match &row.error {
             Some(e) => format!("job is {}: {e}", row.state),
@@ -153,11 +164,13 @@ async fn result(
 
 async fn transition(
     state: &AppState,
+    scope: Scope,
     raw: &str,
     from: &[JobState],
     to: JobState,
 ) -> Result<Json<JobView>, ApiError> {
-    let id = parse_id("job", raw)?;
+    // A job's owner never changes, so checking it before the update is race-free.
+    let id = load(state, raw, scope).await?.id;
     let row = state
         .store()
         .set_job_state(id, from, to, now_millis())
@@ -174,7 +187,7 @@ async fn transition(
                 .join(" or ")
         )));
     }
-    tracing::info!(job = %id, state = %to, "job state changed by admin");
+    tracing::info!(job = %id, state = %to, by = ?scope, "job state changed");
     state.emit(Event::JobChanged {
         job_id: id,
         state: to,
@@ -184,11 +197,12 @@ async fn transition(
 
 async fn cancel(
     State(state): State<AppState>,
-    _admin: Admin,
+    JobManager(scope): JobManager,
     Path(id): Path<String>,
 ) -> Result<Json<JobView>, ApiError> {
     transition(
         &state,
+        scope,
         &id,
         &[JobState::Queued, JobState::Running, JobState::Paused],
         JobState::Canceled,
@@ -198,11 +212,12 @@ async fn cancel(
 
 async fn pause(
     State(state): State<AppState>,
-    _admin: Admin,
+    JobManager(scope): JobManager,
     Path(id): Path<String>,
 ) -> Result<Json<JobView>, ApiError> {
     transition(
         &state,
+        scope,
         &id,
         &[JobState::Queued, JobState::Running],
         JobState::Paused,
@@ -212,10 +227,10 @@ async fn pause(
 
 async fn resume(
     State(state): State<AppState>,
-    _admin: Admin,
+    JobManager(scope): JobManager,
     Path(id): Path<String>,
 ) -> Result<Json<JobView>, ApiError> {
-    transition(&state, &id, &[JobState::Paused], JobState::Running).await
+    transition(&state, scope, &id, &[JobState::Paused], JobState::Running).await
 }
 
 /// The API view of a stored job.

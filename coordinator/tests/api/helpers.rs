@@ -396,6 +396,7 @@ impl Api {
             arch: "x86_64".into(),
             apps: sparecycles_apps::names(),
             owner: None,
+            enroll_key: None,
         };
         let resp = self
             .http

@@ -1,5 +1,6 @@
 //! End-to-end tests: the real coordinator and worker binaries on 127.0.0.1.
 
+mod access;
 mod agent;
 mod backend;
 mod dashboard;

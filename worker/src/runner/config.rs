@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use sparecycles_protocol::EnrollRequest;
 
+use crate::client::Transport;
 use crate::prefs::Policy;
 use sparecycles_protocol::work::{MAX_LABEL_CHARS, MAX_LEASE_TASKS};
 
@@ -35,6 +36,20 @@ pub struct RunConfig {
     pub idle_source: Option<String>,
     /// Port of the local status page on 127.0.0.1 (0: any free port); `None`: no page.
     pub status_port: Option<u16>,
+    /// The project's enrollment key, sent when enrolling.
+    pub enroll_key: Option<EnrollKey>,
+    /// Extra TLS trust, and whether plain http may leave this machine.
+    pub transport: Transport,
+}
+
+/// An enrollment key; `Debug` does not print it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct EnrollKey(pub String);
+
+impl std::fmt::Debug for EnrollKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EnrollKey(<redacted>)")
+    }
 }
 
 impl RunConfig {
@@ -55,6 +70,8 @@ impl RunConfig {
             policy: Policy::always(),
             idle_source: None,
             status_port: None,
+            enroll_key: None,
+            transport: Transport::default(),
         }
     }
 
@@ -72,6 +89,7 @@ impl RunConfig {
             arch: clip(std::env::consts::ARCH),
             apps: sparecycles_apps::names(),
             owner: self.owner.as_deref().map(clip),
+            enroll_key: self.enroll_key.as_ref().map(|k| k.0.clone()),
         }
     }
 
