@@ -13,8 +13,6 @@ use super::client::ApiClient;
 pub struct TokenArgs {
     #[command(subcommand)]
     pub command: TokenCommand,
-    #[command(flatten)]
-    pub conn: Connection,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -24,13 +22,20 @@ pub enum TokenCommand {
         /// Who the token is for, shown in `token list`.
         #[arg(long)]
         name: String,
+        #[command(flatten)]
+        conn: Connection,
     },
     /// List submitter tokens (never their secrets).
-    List,
+    List {
+        #[command(flatten)]
+        conn: Connection,
+    },
     /// Revoke a submitter token: it stops working at once; its jobs stay.
     Revoke {
         /// The token's id, from `token list`.
         id: Uuid,
+        #[command(flatten)]
+        conn: Connection,
     },
 }
 
@@ -55,9 +60,12 @@ fn line(t: &TokenView) -> String {
 }
 
 pub async fn run(args: TokenArgs) -> anyhow::Result<ExitCode> {
-    let client = ApiClient::new(&args.conn.coordinator, &args.conn.token()?)?;
+    let client = |conn: &Connection| -> anyhow::Result<ApiClient> {
+        ApiClient::new(&conn.coordinator, &conn.token()?)
+    };
     match args.command {
-        TokenCommand::Create { name } => {
+        TokenCommand::Create { name, conn } => {
+            let client = client(&conn)?;
             let created = client.create_token(&name).await?;
             println!(
                 "created submitter token {} ({})",
@@ -66,7 +74,8 @@ pub async fn run(args: TokenArgs) -> anyhow::Result<ExitCode> {
             println!("{}", created.token);
             eprintln!("this is the only time the token is shown: store it now");
         }
-        TokenCommand::List => {
+        TokenCommand::List { conn } => {
+            let client = client(&conn)?;
             let tokens = client.tokens().await?;
             if tokens.is_empty() {
                 println!("no submitter tokens");
@@ -75,7 +84,8 @@ pub async fn run(args: TokenArgs) -> anyhow::Result<ExitCode> {
                 println!("{}", line(t));
             }
         }
-        TokenCommand::Revoke { id } => {
+        TokenCommand::Revoke { id, conn } => {
+            let client = client(&conn)?;
             let t = client.revoke_token(id).await?;
             println!("{}", line(&t));
         }

@@ -13,12 +13,12 @@ use uuid::Uuid;
 
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 
-fn coordinator_bin() -> PathBuf {
+pub fn coordinator_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_coordinator"))
 }
 
 /// The worker binary lives next to the coordinator's; build it if this test run did not.
-fn worker_bin() -> PathBuf {
+pub fn worker_bin() -> PathBuf {
     let path = coordinator_bin().with_file_name(format!("worker{}", std::env::consts::EXE_SUFFIX));
     static BUILD: std::sync::Once = std::sync::Once::new();
     BUILD.call_once(|| {
@@ -94,24 +94,25 @@ impl Coordinator {
         std::thread::spawn(move || {
             let mut tx = Some(tx);
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(rest) = line.split("listening on http://").nth(1) {
-                    let addr = rest
+                if let Some(rest) = line.split("listening on ").nth(1) {
+                    let url = rest
                         .split_whitespace()
                         .next()
                         .unwrap_or_default()
                         .to_owned();
                     if let Some(tx) = tx.take() {
-                        let _ = tx.send(addr);
+                        let _ = tx.send(url);
                     }
                 }
             }
         });
-        let addr = rx
+        let url = rx
             .recv_timeout(Duration::from_secs(60))
             .unwrap_or_else(|_| panic!("coordinator did not start:\n{}", tail(&log)));
+        let addr = url.split("://").nth(1).unwrap_or_default().to_owned();
         Coordinator {
             child: Some(child),
-            url: format!("http://{addr}"),
+            url,
             addr,
             dir: dir.to_path_buf(),
             log,
@@ -167,6 +168,16 @@ impl Coordinator {
     pub fn worker(&self, name: &str, cores: usize) -> Worker {
         Worker::start(&self.url, &self.dir.join(name), name, cores)
     }
+
+    /// Starts a worker process with extra `run` flags.
+    pub fn worker_with(&self, name: &str, cores: usize, extra: &[&str]) -> Worker {
+        Worker::start_with(&self.url, &self.dir.join(name), name, cores, extra)
+    }
+
+    /// Everything the coordinator has logged so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
 }
 
 impl Drop for Coordinator {
@@ -190,6 +201,16 @@ pub struct Worker {
 
 impl Worker {
     pub fn start(url: &str, state_dir: &Path, name: &str, cores: usize) -> Self {
+        Self::start_with(url, state_dir, name, cores, &[])
+    }
+
+    pub fn start_with(
+        url: &str,
+        state_dir: &Path,
+        name: &str,
+        cores: usize,
+        extra: &[&str],
+    ) -> Self {
         std::fs::create_dir_all(state_dir).expect("worker dir");
         let log = state_dir.with_extension(format!("{}.log", Uuid::new_v4()));
         let child = Command::new(worker_bin())
@@ -199,6 +220,7 @@ impl Worker {
             .args(["--heartbeat-secs", "1", "--idle-poll-ms", "100"])
             // Compute even while someone uses this machine (the tests are run from a desktop).
             .args(["--idle-minutes", "0", "--pause-on-battery", "false"])
+            .args(extra)
             .env("RUST_LOG", "info,sparecycles_worker=debug")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("log file"))
@@ -240,6 +262,19 @@ pub struct Api {
 }
 
 impl Api {
+    /// A client of an HTTPS coordinator that trusts `ca_pem` (besides the system's roots).
+    pub fn with_ca(url: &str, ca_pem: &[u8]) -> Self {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        Api {
+            url: url.to_owned(),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .add_root_certificate(reqwest::Certificate::from_pem(ca_pem).expect("CA PEM"))
+                .build()
+                .expect("client"),
+        }
+    }
+
     pub fn new(url: &str) -> Self {
         // reqwest is built without a default TLS provider; the binaries install ring, so do we.
         let _ = rustls::crypto::ring::default_provider().install_default();

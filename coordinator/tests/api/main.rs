@@ -8,6 +8,7 @@ mod fake_worker;
 mod helpers;
 mod postgres;
 mod protocol;
+mod security;
 mod spec_errors;
 mod trust;
 
