@@ -4,6 +4,7 @@
 #[macro_use]
 mod harness;
 mod leadership;
+mod submitters;
 mod verdicts;
 
 use std::collections::HashSet;
