@@ -34,12 +34,22 @@ async fn fail(resp: reqwest::Response) -> anyhow::Error {
 
 impl ApiClient {
     pub fn new(base: &str, token: &str) -> anyhow::Result<Self> {
+        Self::with_ca(base, token, None)
+    }
+
+    /// Like [`ApiClient::new`], also trusting the CA certificate `ca_pem` (PEM) for HTTPS.
+    pub fn with_ca(base: &str, token: &str, ca_pem: Option<&[u8]>) -> anyhow::Result<Self> {
+        let mut builder = reqwest::Client::builder().timeout(std::time::Duration::from_secs(60));
+        if let Some(pem) = ca_pem {
+            builder = builder.add_root_certificate(
+                reqwest::Certificate::from_pem(pem)
+                    .context("--ca-cert is not a PEM certificate")?,
+            );
+        }
         Ok(ApiClient {
             base: base.trim_end_matches('/').to_owned(),
             token: token.to_owned(),
-            http: reqwest::Client::builder()
-                .timeout(std::time::Duration::from_secs(60))
-                .build()?,
+            http: builder.build()?,
         })
     }
 

@@ -54,9 +54,24 @@ pub struct Connection {
     /// Data dir of a local coordinator, to find its admin.token.
     #[arg(long, default_value = "sparecycles-data")]
     pub data_dir: PathBuf,
+    /// Also trust this CA certificate (PEM), for a coordinator with a private certificate.
+    #[arg(long, env = "SPARECYCLES_CA_CERT", value_name = "PEM")]
+    pub ca_cert: Option<PathBuf>,
 }
 
 impl Connection {
+    /// A client of the coordinator with this connection's token and trust.
+    pub fn client(&self) -> anyhow::Result<ApiClient> {
+        let ca =
+            match &self.ca_cert {
+                Some(path) => Some(std::fs::read(path).map_err(|e| {
+                    anyhow::anyhow!("cannot read --ca-cert {}: {e}", path.display())
+                })?),
+                None => None,
+            };
+        ApiClient::with_ca(&self.coordinator, &self.token()?, ca.as_deref())
+    }
+
     pub fn token(&self) -> anyhow::Result<String> {
         if let Some(t) = &self.token {
             return Ok(t.clone());

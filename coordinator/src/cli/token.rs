@@ -7,7 +7,6 @@ use sparecycles_protocol::{Millis, TokenView};
 use uuid::Uuid;
 
 use super::Connection;
-use super::client::ApiClient;
 
 #[derive(Debug, clap::Args)]
 pub struct TokenArgs {
@@ -60,9 +59,7 @@ fn line(t: &TokenView) -> String {
 }
 
 pub async fn run(args: TokenArgs) -> anyhow::Result<ExitCode> {
-    let client = |conn: &Connection| -> anyhow::Result<ApiClient> {
-        ApiClient::new(&conn.coordinator, &conn.token()?)
-    };
+    let client = |conn: &Connection| conn.client();
     match args.command {
         TokenCommand::Create { name, conn } => {
             let client = client(&conn)?;

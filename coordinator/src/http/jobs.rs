@@ -78,6 +78,12 @@ async fn create(
 ) -> Result<(StatusCode, Json<JobView>), ApiError> {
     let mut job = check_spec(&spec, state.settings().initial_units)?;
     job.owner = scope.owner();
+    // Submitters share the fleet: only the operator may put a job ahead of the others.
+    if job.owner.is_some() && job.priority > 0 {
+        return Err(ApiError::Forbidden(
+            "only the admin can give a job a priority above 0".into(),
+        ));
+    }
     let row = state.store().create_job(job, now_millis()).await?;
     tracing::info!(job = %row.id, name = %row.name, app = %row.app, units = row.unit_count, "job submitted");
     state.emit(Event::JobChanged {

@@ -472,7 +472,11 @@ async fn submitters_see_and_manage_only_their_own_jobs_until_revoked() {
     )
     .await;
     assert_eq!(status, 401);
-    assert_eq!(list(ADMIN_TOKEN).await.len(), 3);
+    assert_eq!(
+        list(ADMIN_TOKEN).await.len(),
+        3,
+        "a revoked submitter's jobs stay"
+    );
     let (status, _) = call(
         &api,
         Method::DELETE,
@@ -482,6 +486,27 @@ async fn submitters_see_and_manage_only_their_own_jobs_until_revoked() {
     )
     .await;
     assert_eq!(status, 404);
+    // Only the admin jumps the queue.
+    let mut urgent = small_job("urgent");
+    urgent["priority"] = json!(5);
+    let (status, body) = call(
+        &api,
+        Method::POST,
+        "/api/v1/jobs",
+        Some(b_token),
+        Some(&urgent),
+    )
+    .await;
+    assert_eq!(status, 403, "{body}");
+    let (status, _) = call(
+        &api,
+        Method::POST,
+        "/api/v1/jobs",
+        Some(ADMIN_TOKEN),
+        Some(&urgent),
+    )
+    .await;
+    assert_eq!(status, 201);
     // Bad names change nothing.
     for name in ["", "   ", &"x".repeat(101), "tab\there"] {
         let (status, _) = call(

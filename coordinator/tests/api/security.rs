@@ -227,6 +227,20 @@ async fn https_natively_with_a_worker_that_trusts_the_certificate() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
+    // The CLI trusts it with --ca-cert too.
+    let created = cli(&[
+        "token",
+        "create",
+        "--name",
+        "tls",
+        "--coordinator",
+        &c.url,
+        "--token",
+        ADMIN_TOKEN,
+        "--ca-cert",
+        cert.to_str().unwrap(),
+    ]);
+    assert!(created.contains("scs_"), "{created}");
     let job = api.submit(&small_job("over tls")).await;
     let _w = c.worker_with("tls", 1, &["--ca-cert", cert.to_str().unwrap()]);
     let done = api.wait(job.id, Duration::from_secs(120)).await;
