@@ -28,12 +28,21 @@ pub struct TokenView {
 }
 
 /// Answer to `POST /api/v1/tokens`: the only time the secret is shown; the coordinator keeps
-/// its hash.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// its hash. `Debug` leaves the token out.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TokenCreated {
     #[serde(flatten)]
     pub view: TokenView,
     pub token: String,
+}
+
+impl std::fmt::Debug for TokenCreated {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenCreated")
+            .field("view", &self.view)
+            .field("token", &"<redacted>")
+            .finish()
+    }
 }
 
 /// `GET /api/v1/tokens`.

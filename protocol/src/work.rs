@@ -53,10 +53,20 @@ impl std::fmt::Debug for EnrollRequest {
 }
 
 /// Answer to enrollment. The token is shown once; the coordinator keeps only its hash.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// `Debug` leaves the token out.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EnrollResponse {
     pub worker_id: Uuid,
     pub token: String,
+}
+
+impl std::fmt::Debug for EnrollResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EnrollResponse")
+            .field("worker_id", &self.worker_id)
+            .field("token", &"<redacted>")
+            .finish()
+    }
 }
 
 /// `POST /api/v1/work/lease`.
