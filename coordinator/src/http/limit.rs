@@ -11,7 +11,7 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::Response;
-use governor::clock::{Clock, DefaultClock};
+use governor::clock::Clock;
 use governor::{DefaultKeyedRateLimiter, Quota};
 
 use crate::auth::hash_token;
@@ -77,16 +77,15 @@ impl Limiters {
         if self.requests.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == SWEEP_EVERY - 1 {
             self.sweep();
         }
-        let now = DefaultClock::default().now();
         if let (Some(limiter), Some(ip)) = (&self.per_ip, ip) {
             limiter
                 .check_key(&ip)
-                .map_err(|n| ("this address", n.wait_time_from(now)))?;
+                .map_err(|n| ("this address", n.wait_time_from(limiter.clock().now())))?;
         }
         if let (Some(limiter), Some(token)) = (&self.per_token, token) {
             limiter
                 .check_key(&hash_token(token))
-                .map_err(|n| ("this token", n.wait_time_from(now)))?;
+                .map_err(|n| ("this token", n.wait_time_from(limiter.clock().now())))?;
         }
         Ok(())
     }
