@@ -54,12 +54,14 @@ fn migrator() -> Migrator {
             SqlStr::from_static(include_str!("../../../migrations/sqlite/0001_init.sql")),
             false,
         ),
+        // Version 2 belongs to the module jobs' migration, on a branch of its own; the two
+        // touch different tables, so either order of application is fine.
         Migration::new(
-            2,
+            3,
             Cow::Borrowed("submitters"),
             MigrationType::Simple,
             SqlStr::from_static(include_str!(
-                "../../../migrations/sqlite/0002_submitters.sql"
+                "../../../migrations/sqlite/0003_submitters.sql"
             )),
             false,
         ),
