@@ -103,12 +103,24 @@ impl Limiters {
     }
 }
 
+/// The address a client is limited by: IPv6 clients by their /64, since one subscriber usually
+/// has a whole /64 to pick addresses from.
+fn client_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6((u128::from(v6) & !((1u128 << 64) - 1)).into()),
+        },
+        v4 => v4,
+    }
+}
+
 /// The middleware: counts the request, or answers 429 with `Retry-After`.
 pub async fn limit(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let ip = req
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
-        .map(|ConnectInfo(addr)| addr.ip());
+        .map(|ConnectInfo(addr)| client_key(addr.ip()));
     let token = req
         .headers()
         .get(header::AUTHORIZATION)
@@ -151,6 +163,21 @@ mod tests {
         let (who, wait) = l.check(ip, Some("a")).unwrap_err();
         assert_eq!(who, "this token");
         assert!(wait <= Duration::from_secs(1), "{wait:?}");
+    }
+
+    #[test]
+    fn ipv6_clients_are_limited_by_their_64() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:bbbb::2".parse().unwrap();
+        let other: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(client_key(a), client_key(b));
+        assert_ne!(client_key(a), client_key(other));
+        let mapped: IpAddr = "::ffff:192.0.2.1".parse().unwrap();
+        assert_eq!(client_key(mapped), IpAddr::from([192, 0, 2, 1]));
+        assert_eq!(
+            client_key(IpAddr::from([10, 0, 0, 1])),
+            IpAddr::from([10, 0, 0, 1])
+        );
     }
 
     #[test]
