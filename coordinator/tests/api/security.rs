@@ -245,6 +245,24 @@ async fn https_natively_with_a_worker_that_trusts_the_certificate() {
     let _w = c.worker_with("tls", 1, &["--ca-cert", cert.to_str().unwrap()]);
     let done = api.wait(job.id, Duration::from_secs(120)).await;
     assert_eq!(done.state, JobState::Completed, "{done:?}");
+
+    // The dashboard's event stream works over TLS, and a clean stop ends it and drains.
+    let mut events = api
+        .http
+        .get(format!("{}/api/v1/events", c.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(events.status(), 200);
+    let first = events.chunk().await.unwrap().expect("an event");
+    assert!(String::from_utf8_lossy(&first).contains("snapshot") || first.starts_with(b":"));
+    let mut c = c;
+    let status = tokio::task::spawn_blocking(move || c.terminate(Duration::from_secs(20)))
+        .await
+        .unwrap()
+        .expect("no exit within 20 s of SIGTERM");
+    assert!(status.success(), "{status:?}");
+    while let Ok(Some(_)) = events.chunk().await {}
 }
 
 #[test]
