@@ -31,11 +31,12 @@ pub struct RateLimits {
 }
 
 impl Default for RateLimits {
-    /// Far above what an honest worker (a few calls a second) or a dashboard needs.
+    /// Far above what an honest worker (a few calls a second) or a dashboard needs. The per-IP
+    /// limit is a flood guard, not a share: many volunteers may sit behind one NAT.
     fn default() -> Self {
         RateLimits {
             per_token: 100,
-            per_ip: 500,
+            per_ip: 1000,
         }
     }
 }
