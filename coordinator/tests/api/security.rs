@@ -55,7 +55,10 @@ async fn a_flooding_token_gets_429s_while_another_worker_keeps_getting_work() {
                         .http
                         .post(format!("{}/api/v1/work/lease", api.url))
                         .bearer_auth(&token)
-                        .json(&LeaseRequest { max_tasks: 1 });
+                        .json(&LeaseRequest {
+                            max_tasks: 1,
+                            held: None,
+                        });
                     calls.spawn(async move {
                         let resp = req.send().await.expect("lease");
                         let status = resp.status().as_u16();
@@ -81,7 +84,10 @@ async fn a_flooding_token_gets_429s_while_another_worker_keeps_getting_work() {
             .worker_call(
                 &honest.token,
                 "/api/v1/work/lease",
-                &LeaseRequest { max_tasks: 1 },
+                &LeaseRequest {
+                    max_tasks: 1,
+                    held: None,
+                },
             )
             .await;
         assert_eq!(got.tasks.len(), 1, "the honest worker got no work: {got:?}");
