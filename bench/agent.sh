@@ -9,7 +9,7 @@ tmp=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$tmp"' EXIT
 port=$((20000 + RANDOM % 20000))
 url=http://127.0.0.1:$port
-target/release/coordinator serve --listen 127.0.0.1:$port --data-dir "$tmp/c" --admin-token bench-admin-token-0123456789 \
+target/release/coordinator serve --listen 127.0.0.1:$port --rate-limit-per-token 0 --rate-limit-per-ip 0 --data-dir "$tmp/c" --admin-token bench-admin-token-0123456789 \
     >/dev/null 2>&1 &
 sleep 1
 RUST_LOG=warn target/release/worker run --coordinator "$url" --state-dir "$tmp/w" --config "$tmp/none.toml" \

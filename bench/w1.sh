@@ -17,7 +17,7 @@ echo "W1 on $(nproc) cores, $(date -u +%FT%TZ)"
 for Q in 1 2; do
   TMP=$(mktemp -d)
   PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-  "$BIN" serve --listen 127.0.0.1:$PORT --data-dir "$TMP" --admin-token $TOKEN >/dev/null 2>"$TMP/c.log" &
+  "$BIN" serve --listen 127.0.0.1:$PORT --rate-limit-per-token 0 --rate-limit-per-ip 0 --data-dir "$TMP" --admin-token $TOKEN >/dev/null 2>"$TMP/c.log" &
   CPID=$!
   for _ in $(seq 100); do curl -fs "http://127.0.0.1:$PORT/healthz" >/dev/null && break; sleep 0.1; done
   "$BIN" bench --coordinator "http://127.0.0.1:$PORT" --token $TOKEN --units "$UNITS" \

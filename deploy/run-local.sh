@@ -34,7 +34,7 @@ cleanup() {
 trap cleanup EXIT INT TERM
 
 for port in 8081 8082 8083; do
-    "$BIN" serve --listen "127.0.0.1:$port" --data-dir "$STATE/$port" \
+    "$BIN" serve --listen "127.0.0.1:$port" --data-dir "$STATE/$port" --rate-limit-per-ip 0 \
         > "$STATE/coordinator-$port.log" 2>&1 &
     pids+=($!)
 done

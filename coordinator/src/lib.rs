@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod scheduler;
 pub mod state;
 pub mod store;
+pub mod tls;
 
 use std::future::Future;
 use std::path::Path;
@@ -88,6 +89,16 @@ pub async fn serve(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    serve_with(listener, None, state, shutdown).await
+}
+
+/// Like [`serve`], over HTTPS with `tls` (see [`tls::server_config`]); `None`: plain HTTP.
+pub async fn serve_with(
+    listener: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let transitioner = {
         let state = state.clone();
@@ -111,11 +122,18 @@ pub async fn serve(
     };
     let hub_state = state.clone();
     let app = http::router(state);
-    let mut rx = stop_rx;
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-        let _ = rx.wait_for(|stop| *stop).await;
-    });
-    let server = tokio::spawn(async move { server.await });
+    let mut rx = stop_rx.clone();
+    let server = match tls {
+        Some(config) => tokio::spawn(tls::serve(listener, config, app, stop_rx)),
+        None => {
+            // The client address feeds the per-IP rate limit.
+            let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
+            let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+                let _ = rx.wait_for(|stop| *stop).await;
+            });
+            tokio::spawn(async move { server.await })
+        }
+    };
     shutdown.await;
     // Event streams and waiting leases never end by themselves: end them so the server can
     // drain.

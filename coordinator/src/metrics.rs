@@ -19,6 +19,8 @@ pub const TASKS_IN_FLIGHT: &str = "sparecycles_tasks_in_flight";
 pub const WORKERS_ONLINE: &str = "sparecycles_workers_online";
 pub const CORES_ONLINE: &str = "sparecycles_cores_online";
 pub const HTTP_DURATION: &str = "sparecycles_http_request_duration_seconds";
+/// Requests answered 429 by the rate limits (appears once the first one was).
+pub const RATE_LIMITED: &str = "sparecycles_rate_limited_total";
 
 /// Every metric this coordinator exports, for tests and the Grafana check.
 pub const ALL: &[&str] = &[

@@ -25,6 +25,10 @@ pub struct Settings {
     pub suspect_after: std::time::Duration,
     /// Adaptive replication and reputation.
     pub trust: crate::scheduler::trust::TrustPolicy,
+    /// When set, enrolling needs this key (the project's, handed to its volunteers).
+    pub enroll_key: Option<Secret>,
+    /// Requests per second per token and per client IP.
+    pub rate_limits: crate::http::limit::RateLimits,
 }
 
 impl Default for Settings {
@@ -35,6 +39,8 @@ impl Default for Settings {
             transition_interval: std::time::Duration::from_millis(500),
             suspect_after: std::time::Duration::from_secs(60),
             trust: Default::default(),
+            enroll_key: None,
+            rate_limits: Default::default(),
         }
     }
 }
@@ -58,6 +64,7 @@ struct Inner {
     /// Set at shutdown: waiting leases return at once so the server can drain.
     closing: std::sync::atomic::AtomicBool,
     hub: crate::events::Hub,
+    limiters: crate::http::limit::Limiters,
 }
 
 impl AppState {
@@ -66,13 +73,14 @@ impl AppState {
             inner: Arc::new(Inner {
                 store,
                 admin_token,
-                settings,
                 jobs: Mutex::new(HashMap::new()),
                 modules: Mutex::new(HashMap::new()),
                 transition: Notify::new(),
                 work: Notify::new(),
                 closing: Default::default(),
                 hub: crate::events::Hub::default(),
+                limiters: crate::http::limit::Limiters::new(settings.rate_limits),
+                settings,
             }),
         }
     }
@@ -92,6 +100,10 @@ impl AppState {
 
     pub fn emit(&self, event: sparecycles_protocol::dashboard::Event) {
         self.inner.hub.emit(event);
+    }
+
+    pub fn limiters(&self) -> &crate::http::limit::Limiters {
+        &self.inner.limiters
     }
 
     pub fn settings(&self) -> &Settings {

@@ -214,6 +214,28 @@ async function main() {
   await page.keyboard.press("Enter");
   await page.waitForURL(/#\/leaderboard$/);
 
+  // --- A submitter submits through the page and cannot touch the admin's job. ---
+  const admin = { authorization: `Bearer ${TOKEN}` };
+  const made = await fetch(url + "/api/v1/tokens", { method: "POST", headers: { ...admin, "content-type": "application/json" }, body: JSON.stringify({ name: "e2e submitter" }) });
+  assert.equal(made.status, 201);
+  const submitter = (await made.json()).token;
+  const held = await fetch(url + "/api/v1/jobs", { method: "POST", headers: { ...admin, "content-type": "application/toml" }, body: 'name = "admin held"\napp = "collatz"\n\n[params]\nstart = 1\nend = 1000000\nunit_size = 1000\n' });
+  const heldId = (await held.json()).id;
+  assert.equal((await fetch(`${url}/api/v1/jobs/${heldId}/pause`, { method: "POST", headers: admin })).status, 200);
+  await page.evaluate((t) => localStorage.setItem("sparecycles.token", t), submitter);
+  await page.goto(`${url}/#/jobs/${heldId}`);
+  await page.click("text=Resume");
+  await page.waitForFunction(() => document.getElementById("act-error").textContent.includes("no job with id"));
+  await page.click('nav a[href="#/submit"]');
+  await page.fill("#spec", 'name = "mine"\napp = "collatz"\n\n[params]\nstart = 1\nend = 1000\nunit_size = 100\n');
+  await page.click("#submit");
+  await page.waitForURL(/#\/jobs\/[0-9a-f-]{36}$/);
+  const mine = page.url().split("/").pop();
+  const listed = await (await fetch(url + "/api/v1/jobs", { headers: { authorization: `Bearer ${submitter}` } })).json();
+  assert.deepEqual(listed.jobs.map((j) => j.id), [mine], "a submitter lists its own jobs only");
+  assert.equal((await (await fetch(`${url}/api/v1/jobs/${heldId}`)).json()).state, "paused", "the admin's job was not resumed");
+  log("a submitter submitted", mine, "and was refused the admin's job");
+
   assert.deepEqual(pageErrors, [], "no JavaScript errors");
   log("all dashboard checks passed");
 }

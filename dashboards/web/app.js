@@ -321,7 +321,7 @@ function jobPage(id) {
   const act = async (what) => {
     const errBox = document.getElementById("act-error");
     if (!token()) {
-      const t = prompt("Admin token, kept in this browser:");
+      const t = prompt("Admin or submitter token (a submitter manages its own jobs), kept in this browser:");
       if (!t) return;
       localStorage.setItem(TOKEN_KEY, t.trim());
     }

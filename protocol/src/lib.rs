@@ -5,6 +5,7 @@
 pub mod dashboard;
 pub mod error;
 pub mod job;
+pub mod token;
 pub mod work;
 
 pub use error::ErrorBody;
@@ -12,6 +13,7 @@ pub use job::{
     JobCounts, JobList, JobSpec, JobState, JobView, ModuleView, Redundancy, RedundancySpec,
     SpecError, is_sha256_hex,
 };
+pub use token::{TokenCreated, TokenList, TokenRequest, TokenView};
 pub use work::{
     EnrollRequest, EnrollResponse, HeartbeatRequest, HeartbeatResponse, Leaderboard,
     LeaderboardEntry, LeaseRequest, LeaseResponse, RefusedResult, ReportRequest, ReportResponse,

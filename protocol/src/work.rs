@@ -17,8 +17,8 @@ pub const MAX_LABEL_CHARS: usize = 100;
 /// Most app names a worker may declare.
 pub const MAX_APPS: usize = 64;
 
-/// `POST /api/v1/workers/enroll`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// `POST /api/v1/workers/enroll`. `Debug` leaves out the enrollment key.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EnrollRequest {
     pub name: String,
@@ -30,13 +30,43 @@ pub struct EnrollRequest {
     /// The volunteer's account name; several workers may share one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<String>,
+    /// The project's enrollment key, when the coordinator requires one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enroll_key: Option<String>,
+}
+
+impl std::fmt::Debug for EnrollRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EnrollRequest")
+            .field("name", &self.name)
+            .field("cores", &self.cores)
+            .field("os", &self.os)
+            .field("arch", &self.arch)
+            .field("apps", &self.apps)
+            .field("owner", &self.owner)
+            .field(
+                "enroll_key",
+                &self.enroll_key.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
 }
 
 /// Answer to enrollment. The token is shown once; the coordinator keeps only its hash.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// `Debug` leaves the token out.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EnrollResponse {
     pub worker_id: Uuid,
     pub token: String,
+}
+
+impl std::fmt::Debug for EnrollResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EnrollResponse")
+            .field("worker_id", &self.worker_id)
+            .field("token", &"<redacted>")
+            .finish()
+    }
 }
 
 /// `POST /api/v1/work/lease`.

@@ -45,6 +45,28 @@ pub enum ClientError {
     Config(String),
 }
 
+/// How to reach coordinators: extra trust for https, and whether plain http may leave this
+/// machine.
+#[derive(Debug, Clone, Default)]
+pub struct Transport {
+    /// A CA certificate (PEM) to trust besides the system's, for a self-signed coordinator.
+    pub ca_cert_pem: Option<Vec<u8>>,
+    /// Allow `http://` to a host other than this machine.
+    pub insecure: bool,
+}
+
+/// Whether `url` names this machine (where plain HTTP never crosses a network).
+fn is_loopback(url: &reqwest::Url) -> bool {
+    let Some(host) = url.host_str() else {
+        return false;
+    };
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    match bare.parse::<std::net::IpAddr>() {
+        Ok(ip) => ip.is_loopback(),
+        Err(_) => host.eq_ignore_ascii_case("localhost"),
+    }
+}
+
 /// A connection to one coordinator, with this worker's token once it has one.
 #[derive(Clone)]
 pub struct Client {
@@ -71,6 +93,16 @@ impl Client {
     /// A client for the coordinator at `base_url` (`http://host:port`, with or without a
     /// trailing slash), authenticating with `token` when given.
     pub fn new(base_url: &str, token: Option<String>) -> Result<Client, ClientError> {
+        Self::with_transport(base_url, token, &Transport::default())
+    }
+
+    /// Like [`Client::new`], with `transport`'s trust and plain-HTTP rules. Refuses `http://`
+    /// to another machine unless `transport.insecure`, before any connection is made.
+    pub fn with_transport(
+        base_url: &str,
+        token: Option<String>,
+        transport: &Transport,
+    ) -> Result<Client, ClientError> {
         let base = normalize_base_url(base_url);
         let url = reqwest::Url::parse(&base)
             .map_err(|e| ClientError::Config(format!("coordinator URL {base:?}: {e}")))?;
@@ -79,12 +111,24 @@ impl Client {
                 "coordinator URL {base:?} must be http(s)://host[:port]"
             )));
         }
+        if url.scheme() == "http" && !transport.insecure && !is_loopback(&url) {
+            return Err(ClientError::Config(format!(
+                "refusing plain http:// to {base}: the worker's token and results would cross the \
+                 network unencrypted; use https:// (see --ca-cert), or pass --insecure"
+            )));
+        }
         // reqwest is built without a default crypto provider; library users (tests) may not have
         // installed one. Installing fails harmlessly when one already is.
         if rustls::crypto::CryptoProvider::get_default().is_none() {
             let _ = rustls::crypto::ring::default_provider().install_default();
         }
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder();
+        if let Some(pem) = &transport.ca_cert_pem {
+            let cert = reqwest::Certificate::from_pem(pem)
+                .map_err(|e| ClientError::Config(format!("CA certificate: {e}")))?;
+            builder = builder.add_root_certificate(cert);
+        }
+        let http = builder
             .user_agent(concat!("sparecycles-worker/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(REQUEST_TIMEOUT)
@@ -318,8 +362,35 @@ mod tests {
         ));
         let debug = format!(
             "{:?}",
-            Client::new("http://h", Some("secret".into())).unwrap()
+            Client::new("http://localhost", Some("secret".into())).unwrap()
         );
         assert!(!debug.contains("secret"));
+    }
+
+    #[test]
+    fn plain_http_stays_on_this_machine_unless_insecure() {
+        for ok in [
+            "http://127.0.0.1:1",
+            "http://[::1]:1",
+            "http://LOCALHOST",
+            "https://example.invalid",
+        ] {
+            assert!(Client::new(ok, None).is_ok(), "{ok}");
+        }
+        for refused in [
+            "http://example.invalid",
+            "http://10.0.0.1:8080",
+            "http://127.0.0.1.example",
+        ] {
+            match Client::new(refused, None) {
+                Err(ClientError::Config(msg)) => assert!(msg.contains("--insecure"), "{msg}"),
+                other => panic!("{refused}: {other:?}"),
+            }
+        }
+        let insecure = Transport {
+            insecure: true,
+            ..Transport::default()
+        };
+        assert!(Client::with_transport("http://10.0.0.1:8080", None, &insecure).is_ok());
     }
 }

@@ -19,7 +19,7 @@ pub mod runner;
 pub mod state;
 pub mod status;
 
-pub use client::{Client, ClientError};
+pub use client::{Client, ClientError, Transport};
 pub use outbox::Outbox;
 pub use runner::{RunConfig, enroll, run};
 pub use state::{Credentials, StateDir};

@@ -9,9 +9,9 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use sparecycles_worker::prefs::{Settings, default_config_path, is_root};
-use sparecycles_worker::runner::{all_cores, default_name, default_state_dir};
+use sparecycles_worker::runner::{EnrollKey, all_cores, default_name, default_state_dir};
 use sparecycles_worker::status::{Status, TOKEN_FILE};
-use sparecycles_worker::{Client, Credentials, RunConfig, StateDir, install};
+use sparecycles_worker::{Client, Credentials, RunConfig, StateDir, Transport, install};
 use tracing_subscriber::EnvFilter;
 
 /// Where a system-wide service keeps its state (systemd's `StateDirectory=`).
@@ -136,6 +136,8 @@ impl Prefs {
             );
         };
         let mut config = RunConfig::new(coordinator, Self::state_dir(&settings)?);
+        config.transport = transport(&settings)?;
+        config.enroll_key = settings.enroll_key.clone().map(EnrollKey);
         config.cores = settings.cores.map_or_else(all_cores, |n| n as usize);
         config.name = settings.name.unwrap_or_else(default_name);
         config.owner = settings.owner.filter(|o| !o.trim().is_empty());
@@ -145,6 +147,20 @@ impl Prefs {
         config.modules = modules;
         Ok(config)
     }
+}
+
+/// How to reach the coordinator, from `--ca-cert` and `--insecure`.
+fn transport(settings: &Settings) -> anyhow::Result<Transport> {
+    let ca_cert_pem = match &settings.ca_cert {
+        Some(path) => Some(
+            std::fs::read(path).with_context(|| format!("reading --ca-cert {}", path.display()))?,
+        ),
+        None => None,
+    };
+    Ok(Transport {
+        ca_cert_pem,
+        insecure: settings.insecure.unwrap_or(false),
+    })
 }
 
 fn main() -> ExitCode {
@@ -331,7 +347,7 @@ async fn status_command(prefs: &Prefs) -> anyhow::Result<()> {
         coordinator, token, ..
     }) = state.load_credentials().ok().flatten()
     {
-        let client = Client::new(&coordinator, Some(token))?;
+        let client = Client::with_transport(&coordinator, Some(token), &transport(&settings)?)?;
         match tokio::time::timeout(Duration::from_secs(5), client.me()).await {
             Ok(Ok(me)) => println!(
                 "credit:      {:.2} ({} valid, {} invalid, {} errors, {} in flight)",

@@ -91,6 +91,24 @@ pub struct Settings {
     #[arg(long = "allow-module", value_name = "SHA256")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub allow_modules: Option<Vec<String>>,
+    /// The project's enrollment key, when its coordinator requires one
+    #[arg(
+        long,
+        env = "SPARECYCLES_ENROLL_KEY",
+        hide_env_values = true,
+        value_name = "KEY"
+    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub enroll_key: Option<String>,
+    /// Also trust this CA certificate (PEM) for an https:// coordinator, e.g. a self-signed one
+    #[arg(long, value_name = "PEM")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_cert: Option<PathBuf>,
+    /// Allow plain http:// to a coordinator that is not on this machine (tokens and results
+    /// then cross the network unencrypted) [default: refused]
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub insecure: Option<bool>,
 }
 
 /// Why the preferences are refused.
@@ -150,6 +168,9 @@ impl Settings {
             idle_source: self.idle_source.or(file.idle_source),
             no_modules: self.no_modules.or(file.no_modules),
             allow_modules: self.allow_modules.or(file.allow_modules),
+            enroll_key: self.enroll_key.or(file.enroll_key),
+            ca_cert: self.ca_cert.or(file.ca_cert),
+            insecure: self.insecure.or(file.insecure),
         }
     }
 

@@ -93,6 +93,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             arch: std::env::consts::ARCH.into(),
             apps: vec!["prime-count".into()],
             owner: Some(format!("sim-owner-{}", i % 100)),
+            enroll_key: None,
         };
         let resp: EnrollResponse = http
             .post(format!("{base}/api/v1/workers/enroll"))

@@ -2,7 +2,9 @@
 
 use anyhow::Context;
 use reqwest::StatusCode;
-use sparecycles_protocol::{ErrorBody, JobSpec, JobView, ModuleView};
+use sparecycles_protocol::{
+    ErrorBody, JobSpec, JobView, ModuleView, TokenCreated, TokenList, TokenRequest, TokenView,
+};
 use uuid::Uuid;
 
 /// Talks to one coordinator as admin.
@@ -32,12 +34,22 @@ async fn fail(resp: reqwest::Response) -> anyhow::Error {
 
 impl ApiClient {
     pub fn new(base: &str, token: &str) -> anyhow::Result<Self> {
+        Self::with_ca(base, token, None)
+    }
+
+    /// Like [`ApiClient::new`], also trusting the CA certificate `ca_pem` (PEM) for HTTPS.
+    pub fn with_ca(base: &str, token: &str, ca_pem: Option<&[u8]>) -> anyhow::Result<Self> {
+        let mut builder = reqwest::Client::builder().timeout(std::time::Duration::from_secs(60));
+        if let Some(pem) = ca_pem {
+            builder = builder.add_root_certificate(
+                reqwest::Certificate::from_pem(pem)
+                    .context("--ca-cert is not a PEM certificate")?,
+            );
+        }
         Ok(ApiClient {
             base: base.trim_end_matches('/').to_owned(),
             token: token.to_owned(),
-            http: reqwest::Client::builder()
-                .timeout(std::time::Duration::from_secs(60))
-                .build()?,
+            http: builder.build()?,
         })
     }
 
@@ -77,6 +89,7 @@ impl ApiClient {
         let resp = self
             .http
             .get(format!("{}/api/v1/jobs/{id}", self.base))
+            .bearer_auth(&self.token)
             .send()
             .await
             .with_context(|| format!("cannot reach the coordinator at {}", self.base))?;
@@ -90,6 +103,7 @@ impl ApiClient {
         let resp = self
             .http
             .get(format!("{}/api/v1/jobs/{id}/result", self.base))
+            .bearer_auth(&self.token)
             .send()
             .await?;
         if !resp.status().is_success() {
@@ -105,5 +119,42 @@ impl ApiClient {
             content_type,
             body: resp.bytes().await?.to_vec(),
         })
+    }
+
+    async fn send(&self, req: reqwest::RequestBuilder) -> anyhow::Result<reqwest::Response> {
+        let resp = req
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the coordinator at {}", self.base))?;
+        if !resp.status().is_success() {
+            return Err(fail(resp).await);
+        }
+        Ok(resp)
+    }
+
+    /// `POST /api/v1/tokens` (admin).
+    pub async fn create_token(&self, name: &str) -> anyhow::Result<TokenCreated> {
+        let req = self
+            .http
+            .post(format!("{}/api/v1/tokens", self.base))
+            .json(&TokenRequest {
+                name: name.to_owned(),
+            });
+        Ok(self.send(req).await?.json().await?)
+    }
+
+    /// `GET /api/v1/tokens` (admin).
+    pub async fn tokens(&self) -> anyhow::Result<Vec<TokenView>> {
+        let req = self.http.get(format!("{}/api/v1/tokens", self.base));
+        Ok(self.send(req).await?.json::<TokenList>().await?.tokens)
+    }
+
+    /// `DELETE /api/v1/tokens/{id}` (admin).
+    pub async fn revoke_token(&self, id: Uuid) -> anyhow::Result<TokenView> {
+        let req = self
+            .http
+            .delete(format!("{}/api/v1/tokens/{id}", self.base));
+        Ok(self.send(req).await?.json().await?)
     }
 }

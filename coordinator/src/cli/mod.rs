@@ -1,4 +1,4 @@
-//! The `coordinator` command line: `serve`, `submit`, `upload-module`, `demo`, `bench`.
+//! The `coordinator` command line: `serve`, `submit`, `upload-module`, `demo`, `bench`, `token`.
 
 mod bench;
 mod client;
@@ -6,6 +6,7 @@ mod demo;
 mod module;
 mod serve;
 mod submit;
+mod token;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -40,6 +41,8 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Load-test a running coordinator with simulated workers over HTTP (benchmarks).
     Bench(bench::BenchArgs),
+    /// Create, list and revoke submitter tokens (admin).
+    Token(token::TokenArgs),
 }
 
 /// Where the CLI finds a coordinator and its admin token.
@@ -54,9 +57,24 @@ pub struct Connection {
     /// Data dir of a local coordinator, to find its admin.token.
     #[arg(long, default_value = "sparecycles-data")]
     pub data_dir: PathBuf,
+    /// Also trust this CA certificate (PEM), for a coordinator with a private certificate.
+    #[arg(long, env = "SPARECYCLES_CA_CERT", value_name = "PEM")]
+    pub ca_cert: Option<PathBuf>,
 }
 
 impl Connection {
+    /// A client of the coordinator with this connection's token and trust.
+    pub fn client(&self) -> anyhow::Result<ApiClient> {
+        let ca =
+            match &self.ca_cert {
+                Some(path) => Some(std::fs::read(path).map_err(|e| {
+                    anyhow::anyhow!("cannot read --ca-cert {}: {e}", path.display())
+                })?),
+                None => None,
+            };
+        ApiClient::with_ca(&self.coordinator, &self.token()?, ca.as_deref())
+    }
+
     pub fn token(&self) -> anyhow::Result<String> {
         if let Some(t) = &self.token {
             return Ok(t.clone());
@@ -101,6 +119,7 @@ pub fn main() -> ExitCode {
             Command::UploadModule(args) => module::run(args).await,
             Command::Demo(args) => demo::run(args).await,
             Command::Bench(args) => bench::run(args).await,
+            Command::Token(args) => token::run(args).await,
         }
     });
     match result {

@@ -6,8 +6,9 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 
-use crate::auth::{Secret, generate_token};
-use crate::{AppState, OpenStore, Settings, serve};
+use crate::auth::{ADMIN_PREFIX, Secret, generate_token};
+use crate::http::limit::RateLimits;
+use crate::{AppState, OpenStore, Settings, serve_with};
 
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
@@ -33,6 +34,23 @@ pub struct ServeArgs {
     /// Fraction of a trusted worker's units still replicated as a spot check (0 to 1).
     #[arg(long, default_value_t = 0.1)]
     pub spot_check: f64,
+    /// Require this key to enroll a worker (give it to your volunteers); without it enrollment
+    /// is open.
+    #[arg(long, env = "SPARECYCLES_ENROLL_KEY", hide_env_values = true)]
+    pub enroll_key: Option<String>,
+    /// Requests per second allowed per token (bursts of twice that); 0: no limit.
+    #[arg(long, default_value_t = RateLimits::default().per_token)]
+    pub rate_limit_per_token: u32,
+    /// Requests per second allowed per client IP (bursts of twice that); 0: no limit. Behind
+    /// a reverse proxy every request comes from the proxy: limit per IP there instead.
+    #[arg(long, default_value_t = RateLimits::default().per_ip)]
+    pub rate_limit_per_ip: u32,
+    /// Serve HTTPS with this certificate chain (PEM); needs --tls-key.
+    #[arg(long, value_name = "PEM", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
 
 impl ServeArgs {
@@ -48,6 +66,17 @@ impl ServeArgs {
         };
         settings.trust.streak_to_trust = self.trust_streak;
         settings.trust.spot_check = self.spot_check;
+        if let Some(key) = &self.enroll_key {
+            anyhow::ensure!(
+                key.len() >= 16,
+                "the enrollment key must be at least 16 characters"
+            );
+            settings.enroll_key = Some(Secret::new(key.clone()));
+        }
+        settings.rate_limits = RateLimits {
+            per_token: self.rate_limit_per_token,
+            per_ip: self.rate_limit_per_ip,
+        };
         Ok(settings)
     }
 }
@@ -66,7 +95,7 @@ pub fn admin_token(dir: &Path, given: Option<String>) -> anyhow::Result<Secret> 
         return Ok(Secret::new(t.trim()));
     }
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let token = generate_token("sca_");
+    let token = generate_token(ADMIN_PREFIX);
     write_private(&path, &token).with_context(|| format!("writing {}", path.display()))?;
     println!("Admin token (saved to {}): {token}", path.display());
     Ok(Secret::new(token))
@@ -89,6 +118,10 @@ fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let settings = args.settings()?;
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(crate::tls::server_config(cert, key)?),
+        _ => None,
+    };
     let token = admin_token(&args.data_dir, args.admin_token.clone())?;
     let store = OpenStore::open(&args.data_dir, args.database_url.as_deref()).await?;
     let state = AppState::new(store.store(), token, settings);
@@ -96,14 +129,17 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
-    println!("SpareCycles coordinator listening on http://{addr} (dashboard: http://{addr}/)");
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    println!(
+        "SpareCycles coordinator listening on {scheme}://{addr} (dashboard: {scheme}://{addr}/)"
+    );
     let backend = if args.database_url.is_some() {
         "postgres"
     } else {
         "sqlite"
     };
-    tracing::info!(%addr, data_dir = %args.data_dir.display(), backend, "coordinator started");
-    serve(listener, state, super::shutdown_signal()).await?;
+    tracing::info!(%addr, data_dir = %args.data_dir.display(), backend, tls = tls.is_some(), enroll_key = args.enroll_key.is_some(), "coordinator started");
+    serve_with(listener, tls, state, super::shutdown_signal()).await?;
     store.close().await;
     tracing::info!("coordinator stopped");
     Ok(ExitCode::SUCCESS)

@@ -47,7 +47,7 @@ pub fn parse_spec(text: &str, json: bool) -> anyhow::Result<JobSpec> {
 
 pub async fn run(args: SubmitArgs) -> anyhow::Result<ExitCode> {
     let spec = read_spec(&args.file)?;
-    let client = ApiClient::new(&args.conn.coordinator, &args.conn.token()?)?;
+    let client = args.conn.client()?;
     let job = client.submit(&spec).await?;
     println!(
         "submitted job {} ({}, {} units)",

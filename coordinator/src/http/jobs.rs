@@ -10,7 +10,7 @@ use sparecycles_protocol::dashboard::Event;
 use sparecycles_protocol::{JobCounts, JobList, JobSpec, JobState, JobView, now_millis};
 use uuid::Uuid;
 
-use crate::auth::Admin;
+use crate::auth::{JobManager, JobReader, Scope};
 use crate::http::error::{ApiError, parse_id};
 use crate::http::spec_body::SpecBody;
 use crate::state::{AppState, plan_of};
@@ -74,16 +74,24 @@ pub async fn check_spec(state: &AppState, spec: &JobSpec) -> Result<NewJob, ApiE
         unit_timeout_ms: (timeout_secs * 1000) as i64,
         unit_count,
         initial_units: state.settings().initial_units,
+        owner: None,
     };
     Ok(job)
 }
 
 async fn create(
     State(state): State<AppState>,
-    _admin: Admin,
+    JobManager(scope): JobManager,
     SpecBody(spec): SpecBody,
 ) -> Result<(StatusCode, Json<JobView>), ApiError> {
-    let job = check_spec(&state, &spec).await?;
+    let mut job = check_spec(&state, &spec).await?;
+    job.owner = scope.owner();
+    // Submitters share the fleet: only the operator may put a job ahead of the others.
+    if job.owner.is_some() && job.priority > 0 {
+        return Err(ApiError::Forbidden(
+            "only the admin can give a job a priority above 0".into(),
+        ));
+    }
     let row = state.store().create_job(job, now_millis()).await?;
     tracing::info!(job = %row.id, name = %row.name, app = %row.app, units = row.unit_count, "job submitted");
     state.work_available();
@@ -101,10 +109,14 @@ struct ListQuery {
 
 async fn list(
     State(state): State<AppState>,
+    JobReader(scope): JobReader,
     Query(q): Query<ListQuery>,
 ) -> Result<Json<JobList>, ApiError> {
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
-    let rows = state.store().jobs(limit).await?;
+    let rows = match scope {
+        Scope::All => state.store().jobs(limit).await?,
+        Scope::Owner(owner) => state.store().jobs_owned_by(owner, limit).await?,
+    };
     let mut jobs = Vec::with_capacity(rows.len());
     for row in &rows {
         let in_progress = if row.state.is_final() {
@@ -117,20 +129,24 @@ async fn list(
     Ok(Json(JobList { jobs }))
 }
 
-async fn load(state: &AppState, raw: &str) -> Result<JobRow, ApiError> {
+/// The job `raw` names, if `scope` may see it. Another submitter's job is a 404 like a
+/// missing one, so job ids cannot be probed.
+pub async fn load(state: &AppState, raw: &str, scope: Scope) -> Result<JobRow, ApiError> {
     let id = parse_id("job", raw)?;
     state
         .store()
         .job(id)
         .await?
+        .filter(|job| scope.allows(job))
         .ok_or_else(|| ApiError::NotFound(format!("no job with id {id}")))
 }
 
 async fn show(
     State(state): State<AppState>,
+    JobReader(scope): JobReader,
     Path(id): Path<String>,
 ) -> Result<Json<JobView>, ApiError> {
-    let row = load(&state, &id).await?;
+    let row = load(&state, &id, scope).await?;
     let in_progress = if row.state.is_final() {
         0
     } else {
@@ -141,9 +157,10 @@ async fn show(
 
 async fn result(
     State(state): State<AppState>,
+    JobReader(scope): JobReader,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let row = load(&state, &id).await?;
+    let row = load(&state, &id, scope).await?;
     if row.state != JobState::Completed {
         let why = match &row.error {
             Some(e) => format!("job is {}: {e}", row.state),
@@ -162,11 +179,13 @@ async fn result(
 
 async fn transition(
     state: &AppState,
+    scope: Scope,
     raw: &str,
     from: &[JobState],
     to: JobState,
 ) -> Result<Json<JobView>, ApiError> {
-    let id = parse_id("job", raw)?;
+    // A job's owner never changes, so checking it before the update is race-free.
+    let id = load(state, raw, scope).await?.id;
     let row = state
         .store()
         .set_job_state(id, from, to, now_millis())
@@ -183,7 +202,7 @@ async fn transition(
                 .join(" or ")
         )));
     }
-    tracing::info!(job = %id, state = %to, "job state changed by admin");
+    tracing::info!(job = %id, state = %to, by = ?scope, "job state changed");
     state.emit(Event::JobChanged {
         job_id: id,
         state: to,
@@ -193,11 +212,12 @@ async fn transition(
 
 async fn cancel(
     State(state): State<AppState>,
-    _admin: Admin,
+    JobManager(scope): JobManager,
     Path(id): Path<String>,
 ) -> Result<Json<JobView>, ApiError> {
     transition(
         &state,
+        scope,
         &id,
         &[JobState::Queued, JobState::Running, JobState::Paused],
         JobState::Canceled,
@@ -207,11 +227,12 @@ async fn cancel(
 
 async fn pause(
     State(state): State<AppState>,
-    _admin: Admin,
+    JobManager(scope): JobManager,
     Path(id): Path<String>,
 ) -> Result<Json<JobView>, ApiError> {
     transition(
         &state,
+        scope,
         &id,
         &[JobState::Queued, JobState::Running],
         JobState::Paused,
@@ -221,10 +242,10 @@ async fn pause(
 
 async fn resume(
     State(state): State<AppState>,
-    _admin: Admin,
+    JobManager(scope): JobManager,
     Path(id): Path<String>,
 ) -> Result<Json<JobView>, ApiError> {
-    let view = transition(&state, &id, &[JobState::Paused], JobState::Running).await?;
+    let view = transition(&state, scope, &id, &[JobState::Paused], JobState::Running).await?;
     state.work_available();
     Ok(view)
 }

@@ -4,9 +4,11 @@ pub mod dashboard;
 pub mod error;
 pub mod events;
 pub mod jobs;
+pub mod limit;
 pub mod metrics;
 pub mod modules;
 pub mod spec_body;
+pub mod tokens;
 pub mod views;
 pub mod work;
 pub mod workers;
@@ -29,6 +31,7 @@ pub fn router(state: AppState) -> Router {
         .merge(events::router())
         .merge(views::router())
         .merge(metrics::router())
+        .merge(tokens::router())
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
         .fallback(|| async { error::problem(StatusCode::NOT_FOUND, "no such route") })
@@ -38,6 +41,11 @@ pub fn router(state: AppState) -> Router {
                 "method not allowed on this route",
             )
         })
+        // Limits run before authentication, so a flood costs no database work.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            limit::limit,
+        ))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .route_layer(axum::middleware::from_fn(metrics::track))
         .with_state(state)

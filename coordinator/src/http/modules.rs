@@ -12,7 +12,7 @@ use axum::{Json, Router};
 use sparecycles_protocol::{ModuleView, is_sha256_hex, now_millis};
 use sparecycles_wasm::{MAX_MODULE_BYTES, WasmApp};
 
-use crate::auth::Admin;
+use crate::auth::JobManager;
 use crate::http::error::ApiError;
 use crate::state::AppState;
 
@@ -25,7 +25,7 @@ pub fn router() -> Router<AppState> {
 /// Checks the module completely (it compiles, imports nothing, fits the ABI) before storing it.
 async fn upload(
     State(state): State<AppState>,
-    _admin: Admin,
+    _submitter: JobManager,
     body: Body,
 ) -> Result<(StatusCode, Json<ModuleView>), ApiError> {
     let bytes = axum::body::to_bytes(body, MAX_MODULE_BYTES)

@@ -6,8 +6,9 @@ use axum::routing::get;
 use axum::{Json, Router};
 use sparecycles_protocol::dashboard::{ExampleSpec, MAX_UNIT_CELLS, UnitMap};
 
+use crate::auth::JobReader;
 use crate::examples::EXAMPLES;
-use crate::http::error::{ApiError, parse_id};
+use crate::http::error::ApiError;
 use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
@@ -18,14 +19,10 @@ pub fn router() -> Router<AppState> {
 
 async fn units(
     State(state): State<AppState>,
+    JobReader(scope): JobReader,
     Path(id): Path<String>,
 ) -> Result<Json<UnitMap>, ApiError> {
-    let id = parse_id("job", &id)?;
-    let job = state
-        .store()
-        .job(id)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("no job with id {id}")))?;
+    let job = crate::http::jobs::load(&state, &id, scope).await?;
     // Bounded whatever the job's size: big jobs get several units per cell.
     let per_cell = job.unit_count.div_ceil(MAX_UNIT_CELLS).max(1);
     Ok(Json(state.store().unit_map(&job, per_cell).await?))

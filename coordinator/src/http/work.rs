@@ -18,7 +18,7 @@ use sparecycles_protocol::{
 };
 use uuid::Uuid;
 
-use crate::auth::{Admin, WorkerAuth, generate_token, hash_token};
+use crate::auth::{Admin, WORKER_PREFIX, WorkerAuth, generate_token, hash_token};
 use crate::http::error::{ApiError, ApiJson};
 use crate::scheduler::trust::{self, initial_quota};
 use crate::state::AppState;
@@ -63,6 +63,14 @@ async fn enroll(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<EnrollRequest>,
 ) -> Result<(StatusCode, Json<EnrollResponse>), ApiError> {
+    if let Some(key) = &state.settings().enroll_key {
+        // Compared in constant time; a missing key and a wrong one get the same answer.
+        if !req.enroll_key.as_deref().is_some_and(|k| key.matches(k)) {
+            return Err(ApiError::Forbidden(
+                "this coordinator needs its enrollment key to enroll (worker --enroll-key)".into(),
+            ));
+        }
+    }
     check_label("name", &req.name, false)?;
     check_label("os", &req.os, false)?;
     check_label("arch", &req.arch, false)?;
@@ -83,7 +91,7 @@ async fn enroll(
     for app in &req.apps {
         check_label("apps[]", app, false)?;
     }
-    let token = generate_token("scw_");
+    let token = generate_token(WORKER_PREFIX);
     let worker_id = Uuid::now_v7();
     state
         .store()

@@ -51,6 +51,8 @@ pub struct JobRow {
     pub updated_at: Millis,
     pub finished_at: Option<Millis>,
     pub error: Option<String>,
+    /// The submitter that owns it; `None`: submitted with the admin token.
+    pub owner: Option<Uuid>,
 }
 
 /// A job about to be created.
@@ -66,6 +68,17 @@ pub struct NewJob {
     pub unit_count: u64,
     /// Units to create at once (the rest follow lazily as they are leased).
     pub initial_units: u64,
+    /// The submitter that owns it; `None`: the admin.
+    pub owner: Option<Uuid>,
+}
+
+/// A submitter token, as stored (only the hash of its secret).
+#[derive(Debug, Clone)]
+pub struct SubmitterRow {
+    pub id: Uuid,
+    pub name: String,
+    pub created_at: Millis,
+    pub revoked_at: Option<Millis>,
 }
 
 /// An enrolled worker, as stored.
@@ -192,6 +205,8 @@ pub trait Store: Send + Sync + 'static {
     async fn job(&self, id: Uuid) -> StoreResult<Option<JobRow>>;
     /// Newest first.
     async fn jobs(&self, limit: u32) -> StoreResult<Vec<JobRow>>;
+    /// Jobs of one submitter, newest first.
+    async fn jobs_owned_by(&self, owner: Uuid, limit: u32) -> StoreResult<Vec<JobRow>>;
     /// Units of a job with a task out on a worker.
     async fn units_in_progress(&self, job_id: Uuid) -> StoreResult<u64>;
     /// A job's units counted in cells of `per_cell` units, and its validation figures.
@@ -218,6 +233,21 @@ pub trait Store: Send + Sync + 'static {
     async fn enroll(&self, worker: NewWorker, now: Millis) -> StoreResult<()>;
     async fn worker_by_token_hash(&self, hash: &str) -> StoreResult<Option<WorkerRow>>;
     async fn workers(&self) -> StoreResult<Vec<WorkerRow>>;
+
+    /// Stores a new submitter token by its hash.
+    async fn create_submitter(
+        &self,
+        id: Uuid,
+        name: &str,
+        token_hash: &str,
+        now: Millis,
+    ) -> StoreResult<SubmitterRow>;
+    /// Every submitter token, revoked ones included, oldest first.
+    async fn submitters(&self) -> StoreResult<Vec<SubmitterRow>>;
+    /// The submitter whose token hashes to `hash`, unless revoked.
+    async fn submitter_by_token_hash(&self, hash: &str) -> StoreResult<Option<SubmitterRow>>;
+    /// Revokes a submitter token (idempotent); `None` if there is no such submitter.
+    async fn revoke_submitter(&self, id: Uuid, now: Millis) -> StoreResult<Option<SubmitterRow>>;
 
     /// Leases up to `ask.max` unsent tasks of runnable jobs (and within the worker's quota),
     /// highest priority first and round-robin between jobs of equal priority, never two tasks

@@ -74,6 +74,7 @@ impl FakeWorker {
             arch: "x86_64".into(),
             apps: sparecycles_apps::names(),
             owner: Some(owner.into()),
+            enroll_key: None,
         };
         let resp: EnrollResponse = api
             .http

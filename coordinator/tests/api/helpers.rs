@@ -13,12 +13,12 @@ use uuid::Uuid;
 
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 
-fn coordinator_bin() -> PathBuf {
+pub fn coordinator_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_coordinator"))
 }
 
 /// The worker binary lives next to the coordinator's; build it if this test run did not.
-fn worker_bin() -> PathBuf {
+pub fn worker_bin() -> PathBuf {
     let path = coordinator_bin().with_file_name(format!("worker{}", std::env::consts::EXE_SUFFIX));
     static BUILD: std::sync::Once = std::sync::Once::new();
     BUILD.call_once(|| {
@@ -94,24 +94,25 @@ impl Coordinator {
         std::thread::spawn(move || {
             let mut tx = Some(tx);
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(rest) = line.split("listening on http://").nth(1) {
-                    let addr = rest
+                if let Some(rest) = line.split("listening on ").nth(1) {
+                    let url = rest
                         .split_whitespace()
                         .next()
                         .unwrap_or_default()
                         .to_owned();
                     if let Some(tx) = tx.take() {
-                        let _ = tx.send(addr);
+                        let _ = tx.send(url);
                     }
                 }
             }
         });
-        let addr = rx
+        let url = rx
             .recv_timeout(Duration::from_secs(60))
             .unwrap_or_else(|_| panic!("coordinator did not start:\n{}", tail(&log)));
+        let addr = url.split("://").nth(1).unwrap_or_default().to_owned();
         Coordinator {
             child: Some(child),
-            url: format!("http://{addr}"),
+            url,
             addr,
             dir: dir.to_path_buf(),
             log,
@@ -129,25 +130,22 @@ impl Coordinator {
         }
     }
 
-    /// SIGTERMs the coordinator (a clean stop) and waits for it to exit; `false` if it was
-    /// still running after `within` (it is then killed).
-    pub fn terminate(&mut self, within: Duration) -> bool {
-        let Some(mut child) = self.child.take() else {
-            return true;
-        };
+    /// SIGTERMs the coordinator (a clean stop) and waits for it to exit, at most `within`.
+    pub fn terminate(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take()?;
         let _ = Command::new("kill")
             .args(["-TERM", &child.id().to_string()])
             .status();
         let deadline = Instant::now() + within;
         while Instant::now() < deadline {
-            if matches!(child.try_wait(), Ok(Some(_))) {
-                return true;
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(status);
             }
-            std::thread::sleep(Duration::from_millis(20));
+            std::thread::sleep(Duration::from_millis(50));
         }
         let _ = child.kill();
         let _ = child.wait();
-        false
+        None
     }
 
     /// Starts it again on the same address and data dir.
@@ -189,9 +187,14 @@ impl Coordinator {
         Worker::start(&self.url, &self.dir.join(name), name, cores)
     }
 
-    /// Starts a worker with extra `run` flags.
+    /// Starts a worker process with extra `run` flags.
     pub fn worker_with(&self, name: &str, cores: usize, extra: &[&str]) -> Worker {
         Worker::start_with(&self.url, &self.dir.join(name), name, cores, extra)
+    }
+
+    /// Everything the coordinator has logged so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 }
 
@@ -277,6 +280,19 @@ pub struct Api {
 }
 
 impl Api {
+    /// A client of an HTTPS coordinator that trusts `ca_pem` (besides the system's roots).
+    pub fn with_ca(url: &str, ca_pem: &[u8]) -> Self {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        Api {
+            url: url.to_owned(),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .add_root_certificate(reqwest::Certificate::from_pem(ca_pem).expect("CA PEM"))
+                .build()
+                .expect("client"),
+        }
+    }
+
     pub fn new(url: &str) -> Self {
         // reqwest is built without a default TLS provider; the binaries install ring, so do we.
         let _ = rustls::crypto::ring::default_provider().install_default();
@@ -433,6 +449,7 @@ impl Api {
             arch: "x86_64".into(),
             apps: sparecycles_apps::names(),
             owner: None,
+            enroll_key: None,
         };
         let resp = self
             .http

@@ -1,5 +1,6 @@
 //! End-to-end tests: the real coordinator and worker binaries on 127.0.0.1.
 
+mod access;
 mod agent;
 mod backend;
 mod dashboard;
@@ -7,6 +8,7 @@ mod fake_worker;
 mod helpers;
 mod postgres;
 mod protocol;
+mod security;
 mod spec_errors;
 mod trust;
 mod wasm;

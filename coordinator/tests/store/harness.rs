@@ -154,6 +154,7 @@ pub async fn job(
                 unit_timeout_ms: 60_000,
                 unit_count: units,
                 initial_units: initial,
+                owner: None,
             },
             now,
         )

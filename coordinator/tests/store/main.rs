@@ -5,6 +5,7 @@
 mod harness;
 mod leadership;
 mod modules;
+mod submitters;
 mod verdicts;
 
 use std::collections::HashSet;

@@ -50,6 +50,7 @@ async fn module_jobs_go_to_workers_that_take_them(f: Fresh) {
             unit_timeout_ms: 60_000,
             unit_count: 2,
             initial_units: 2,
+            owner: None,
         },
         NOW,
     )

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use sparecycles_protocol::EnrollRequest;
 
+use crate::client::Transport;
 use crate::modules::ModulePolicy;
 use crate::prefs::Policy;
 use sparecycles_protocol::work::{MAX_LABEL_CHARS, MAX_LEASE_TASKS};
@@ -38,6 +39,20 @@ pub struct RunConfig {
     pub status_port: Option<u16>,
     /// Which module apps (WebAssembly sent with jobs) to run.
     pub modules: ModulePolicy,
+    /// The project's enrollment key, sent when enrolling.
+    pub enroll_key: Option<EnrollKey>,
+    /// Extra TLS trust, and whether plain http may leave this machine.
+    pub transport: Transport,
+}
+
+/// An enrollment key; `Debug` does not print it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct EnrollKey(pub String);
+
+impl std::fmt::Debug for EnrollKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EnrollKey(<redacted>)")
+    }
 }
 
 impl RunConfig {
@@ -59,6 +74,8 @@ impl RunConfig {
             idle_source: None,
             status_port: None,
             modules: ModulePolicy::Any,
+            enroll_key: None,
+            transport: Transport::default(),
         }
     }
 
@@ -71,6 +88,7 @@ impl RunConfig {
             arch: clip(std::env::consts::ARCH),
             apps: self.apps(),
             owner: self.owner.as_deref().map(clip),
+            enroll_key: self.enroll_key.as_ref().map(|k| k.0.clone()),
         }
     }
 

@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 
-pub use config::{RunConfig, all_cores, default_name, default_state_dir};
+pub use config::{EnrollKey, RunConfig, all_cores, default_name, default_state_dir};
 pub use report::MAX_REPORT_BYTES;
 pub use session::EnrollError;
 
@@ -103,7 +103,7 @@ pub async fn run(
 
     // Enrolling may wait for the coordinator to come up; shutdown meanwhile is a clean stop.
     let session = tokio::select! {
-        session = Session::start(&config.coordinator, state, config.enroll_request(), &stop) => {
+        session = Session::start(&config.coordinator, state, config.enroll_request(), config.transport.clone(), &stop) => {
             session.context("enrollment failed")?
         }
         _ = &mut shutdown => return Ok(()),
@@ -271,6 +271,7 @@ pub async fn enroll(config: &RunConfig, force: bool) -> anyhow::Result<Credentia
         &config.coordinator,
         &state,
         &config.enroll_request(),
+        &config.transport,
         false,
         &never,
     )
@@ -279,7 +280,7 @@ pub async fn enroll(config: &RunConfig, force: bool) -> anyhow::Result<Credentia
 }
 
 fn check(config: &RunConfig) -> anyhow::Result<()> {
-    Client::new(&config.coordinator, None)?;
+    Client::with_transport(&config.coordinator, None, &config.transport)?;
     if config.cores == 0 {
         bail!("cores must be at least 1");
     }

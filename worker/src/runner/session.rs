@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use super::stop::Stop;
 use crate::backoff::Backoff;
-use crate::client::{Client, ClientError, normalize_base_url};
+use crate::client::{Client, ClientError, Transport, normalize_base_url};
 use crate::state::{Credentials, StateDir};
 
 /// Why enrollment did not produce credentials.
@@ -34,10 +34,11 @@ pub(crate) async fn enroll(
     coordinator: &str,
     state: &StateDir,
     request: &EnrollRequest,
+    transport: &Transport,
     retry: bool,
     stop: &Stop,
 ) -> Result<Credentials, EnrollError> {
-    let client = Client::new(coordinator, None)?;
+    let client = Client::with_transport(coordinator, None, transport)?;
     let mut backoff = Backoff::default();
     loop {
         let answer = tokio::select! {
@@ -128,6 +129,7 @@ pub(crate) struct Session {
     coordinator: String,
     state: StateDir,
     request: EnrollRequest,
+    transport: Transport,
     current: RwLock<Current>,
     enrolling: Mutex<()>,
 }
@@ -138,6 +140,7 @@ impl Session {
         coordinator: &str,
         state: StateDir,
         request: EnrollRequest,
+        transport: Transport,
         stop: &Stop,
     ) -> Result<Session, EnrollError> {
         let credentials = match stored_credentials(&state, coordinator, &request.apps) {
@@ -145,13 +148,18 @@ impl Session {
                 tracing::info!(worker_id = %creds.worker_id, coordinator = %creds.coordinator, "using stored credentials");
                 creds
             }
-            None => enroll(coordinator, &state, &request, true, stop).await?,
+            None => enroll(coordinator, &state, &request, &transport, true, stop).await?,
         };
-        let client = Client::new(&credentials.coordinator, Some(credentials.token))?;
+        let client = Client::with_transport(
+            &credentials.coordinator,
+            Some(credentials.token),
+            &transport,
+        )?;
         Ok(Session {
             coordinator: coordinator.to_owned(),
             state,
             request,
+            transport,
             current: RwLock::new(Current {
                 generation: 0,
                 client: Arc::new(client),
@@ -193,8 +201,20 @@ impl Session {
             coordinator = %self.coordinator,
             "the coordinator no longer knows this worker (401); enrolling again"
         );
-        let credentials = enroll(&self.coordinator, &self.state, &self.request, true, stop).await?;
-        let client = Client::new(&credentials.coordinator, Some(credentials.token))?;
+        let credentials = enroll(
+            &self.coordinator,
+            &self.state,
+            &self.request,
+            &self.transport,
+            true,
+            stop,
+        )
+        .await?;
+        let client = Client::with_transport(
+            &credentials.coordinator,
+            Some(credentials.token),
+            &self.transport,
+        )?;
         forget_old();
         let mut guard = self.current.write().unwrap_or_else(|e| e.into_inner());
         *guard = Current {

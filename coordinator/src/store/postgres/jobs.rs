@@ -109,8 +109,8 @@ impl PostgresStore {
         sqlx::query(
             "INSERT INTO jobs (id, name, app, params, state, priority, min_quorum, target_results, \
              max_error_results, max_total_results, unit_timeout_ms, unit_count, created_at, \
-             updated_at, adaptive, distinct_owners) \
-             VALUES ($1, $2, $3, $4, 'queued', $5, $6, $7, $8, $9, $10, $11, $12, $12, $13, $14)",
+             updated_at, adaptive, distinct_owners, owner) \
+             VALUES ($1, $2, $3, $4, 'queued', $5, $6, $7, $8, $9, $10, $11, $12, $12, $13, $14, $15)",
         )
         .bind(job.id.to_string())
         .bind(&job.name)
@@ -126,6 +126,7 @@ impl PostgresStore {
         .bind(now)
         .bind(job.redundancy.adaptive)
         .bind(job.redundancy.distinct_owners)
+        .bind(job.owner.map(|o| o.to_string()))
         .execute(&mut *tx)
         .await?;
         materialize(

@@ -21,6 +21,7 @@ mod jobs;
 mod lead;
 mod lease;
 mod results;
+mod submitters;
 mod transition;
 mod trust;
 
@@ -35,7 +36,7 @@ use crate::scheduler::trust::TrustPolicy;
 pub(super) const JOB_COLUMNS: &str = "id, name, app, params, state, priority, min_quorum, \
     target_results, max_error_results, max_total_results, adaptive, distinct_owners, \
     unit_timeout_ms, unit_count, units_created, units_done, units_failed, tasks_created, \
-    created_at, updated_at, finished_at, error";
+    created_at, updated_at, finished_at, error, owner";
 
 /// Rows per multi-row INSERT: PostgreSQL allows 65,535 bound parameters per statement.
 pub(super) const INSERT_CHUNK: usize = 8000;
@@ -72,6 +73,15 @@ fn migrator() -> Migrator {
             MigrationType::Simple,
             SqlStr::from_static(include_str!(
                 "../../../migrations/postgres/0002_modules.sql"
+            )),
+            false,
+        ),
+        Migration::new(
+            3,
+            Cow::Borrowed("submitters"),
+            MigrationType::Simple,
+            SqlStr::from_static(include_str!(
+                "../../../migrations/postgres/0003_submitters.sql"
             )),
             false,
         ),
@@ -187,6 +197,7 @@ pub(super) fn job_from_row(row: &PgRow) -> StoreResult<JobRow> {
         updated_at: row.try_get("updated_at")?,
         finished_at: row.try_get("finished_at")?,
         error: row.try_get("error")?,
+        owner: opt_uuid_col(row, "owner")?,
     })
 }
 
@@ -233,6 +244,39 @@ impl Store for PostgresStore {
 
     async fn units_in_progress(&self, job_id: Uuid) -> StoreResult<u64> {
         self.count_units_in_progress(job_id).await
+    }
+
+    async fn jobs_owned_by(&self, owner: Uuid, limit: u32) -> StoreResult<Vec<JobRow>> {
+        self.jobs_of(owner, limit).await
+    }
+
+    async fn create_submitter(
+        &self,
+        id: Uuid,
+        name: &str,
+        token_hash: &str,
+        now: Millis,
+    ) -> StoreResult<super::SubmitterRow> {
+        self.insert_submitter(id, name, token_hash, now).await
+    }
+
+    async fn submitters(&self) -> StoreResult<Vec<super::SubmitterRow>> {
+        self.list_submitters().await
+    }
+
+    async fn submitter_by_token_hash(
+        &self,
+        hash: &str,
+    ) -> StoreResult<Option<super::SubmitterRow>> {
+        self.submitter_by_hash(hash).await
+    }
+
+    async fn revoke_submitter(
+        &self,
+        id: Uuid,
+        now: Millis,
+    ) -> StoreResult<Option<super::SubmitterRow>> {
+        self.revoke(id, now).await
     }
 
     async fn unit_map(

@@ -20,6 +20,7 @@ use uuid::Uuid;
 
 mod dashboard;
 mod lease;
+mod submitters;
 mod trust;
 mod verdicts;
 
@@ -33,9 +34,9 @@ use crate::scheduler::validate::{TaskSnapshot, TaskState};
 /// Rows per multi-row INSERT: SQLite allows 32,766 bound variables per statement.
 const INSERT_CHUNK: usize = 4000;
 
-const JOB_COLUMNS: &str = "id, name, app, params, state, priority, min_quorum, target_results, \
+pub(super) const JOB_COLUMNS: &str = "id, name, app, params, state, priority, min_quorum, target_results, \
     max_error_results, max_total_results, adaptive, distinct_owners, unit_timeout_ms, unit_count, units_created, units_done, \
-    units_failed, tasks_created, created_at, updated_at, finished_at, error";
+    units_failed, tasks_created, created_at, updated_at, finished_at, error, owner";
 
 /// SQLite implementation of [`Store`].
 #[derive(Debug, Clone)]
@@ -58,6 +59,15 @@ fn migrator() -> Migrator {
             Cow::Borrowed("modules"),
             MigrationType::Simple,
             SqlStr::from_static(include_str!("../../../migrations/sqlite/0002_modules.sql")),
+            false,
+        ),
+        Migration::new(
+            3,
+            Cow::Borrowed("submitters"),
+            MigrationType::Simple,
+            SqlStr::from_static(include_str!(
+                "../../../migrations/sqlite/0003_submitters.sql"
+            )),
             false,
         ),
     ])
@@ -116,7 +126,7 @@ fn job_state(s: &str) -> StoreResult<JobState> {
     JobState::parse(s).ok_or_else(|| StoreError::Corrupt(format!("job state {s}")))
 }
 
-fn job_from_row(row: &SqliteRow) -> StoreResult<JobRow> {
+pub(super) fn job_from_row(row: &SqliteRow) -> StoreResult<JobRow> {
     let state: String = row.try_get("state")?;
     let u = |c: &str| -> StoreResult<u64> { Ok(row.try_get::<i64, _>(c)? as u64) };
     let q = |c: &str| -> StoreResult<u32> { Ok(row.try_get::<i64, _>(c)? as u32) };
@@ -145,6 +155,7 @@ fn job_from_row(row: &SqliteRow) -> StoreResult<JobRow> {
         updated_at: row.try_get("updated_at")?,
         finished_at: row.try_get("finished_at")?,
         error: row.try_get("error")?,
+        owner: opt_uuid_col(row, "owner")?,
     })
 }
 
@@ -268,8 +279,8 @@ impl Store for SqliteStore {
         sqlx::query(
             "INSERT INTO jobs (id, name, app, params, state, priority, min_quorum, target_results, \
              max_error_results, max_total_results, unit_timeout_ms, unit_count, created_at, \
-             updated_at, adaptive, distinct_owners) \
-             VALUES (?1, ?2, ?3, ?4, 'queued', ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12, ?13, ?14)",
+             updated_at, adaptive, distinct_owners, owner) \
+             VALUES (?1, ?2, ?3, ?4, 'queued', ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12, ?13, ?14, ?15)",
         )
         .bind(job.id.to_string())
         .bind(&job.name)
@@ -285,6 +296,7 @@ impl Store for SqliteStore {
         .bind(now)
         .bind(job.redundancy.adaptive as i64)
         .bind(job.redundancy.distinct_owners as i64)
+        .bind(job.owner.map(|o| o.to_string()))
         .execute(&mut *tx)
         .await?;
         materialize(
@@ -325,6 +337,39 @@ impl Store for SqliteStore {
         .fetch_all(&self.reader)
         .await?;
         rows.iter().map(job_from_row).collect()
+    }
+
+    async fn jobs_owned_by(&self, owner: Uuid, limit: u32) -> StoreResult<Vec<JobRow>> {
+        self.jobs_of(owner, limit).await
+    }
+
+    async fn create_submitter(
+        &self,
+        id: Uuid,
+        name: &str,
+        token_hash: &str,
+        now: Millis,
+    ) -> StoreResult<super::SubmitterRow> {
+        self.insert_submitter(id, name, token_hash, now).await
+    }
+
+    async fn submitters(&self) -> StoreResult<Vec<super::SubmitterRow>> {
+        self.list_submitters().await
+    }
+
+    async fn submitter_by_token_hash(
+        &self,
+        hash: &str,
+    ) -> StoreResult<Option<super::SubmitterRow>> {
+        self.submitter_by_hash(hash).await
+    }
+
+    async fn revoke_submitter(
+        &self,
+        id: Uuid,
+        now: Millis,
+    ) -> StoreResult<Option<super::SubmitterRow>> {
+        self.revoke(id, now).await
     }
 
     async fn unit_map(
