@@ -23,6 +23,7 @@ pub const PRIORITY_RANGE: i32 = 1000;
 
 /// A job as submitted: the JSON body of `POST /api/v1/jobs`, and the TOML files in `job-specs/`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct JobSpec {
     pub name: String,
@@ -39,6 +40,7 @@ pub struct JobSpec {
 /// The redundancy policy as written in a spec: every field optional, defaults filled by
 /// [`RedundancySpec::resolve`].
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RedundancySpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -59,6 +61,7 @@ pub struct RedundancySpec {
 
 /// A checked redundancy policy (BOINC's semantics; see ARCHITECTURE.md, "The result model").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Redundancy {
     /// Agreeing successful results needed to accept a unit.
     pub min_quorum: u32,
@@ -173,6 +176,7 @@ impl JobSpec {
 
 /// The life of a job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum JobState {
     Queued,
@@ -225,6 +229,7 @@ impl std::fmt::Display for JobState {
 
 /// Unit counts of a job.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JobCounts {
     /// Units the job splits into.
     pub total: u64,
@@ -238,6 +243,7 @@ pub struct JobCounts {
 
 /// A job as the API returns it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JobView {
     pub id: Uuid,
     pub name: String,
@@ -264,6 +270,7 @@ pub struct JobView {
 
 /// `GET /api/v1/jobs`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JobList {
     pub jobs: Vec<JobView>,
 }

@@ -19,6 +19,7 @@ pub const MAX_APPS: usize = 64;
 
 /// `POST /api/v1/workers/enroll`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct EnrollRequest {
     pub name: String,
@@ -34,6 +35,7 @@ pub struct EnrollRequest {
 
 /// Answer to enrollment. The token is shown once; the coordinator keeps only its hash.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct EnrollResponse {
     pub worker_id: Uuid,
     pub token: String,
@@ -41,6 +43,7 @@ pub struct EnrollResponse {
 
 /// `POST /api/v1/work/lease`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct LeaseRequest {
     pub max_tasks: u32,
@@ -54,6 +57,7 @@ pub struct LeaseRequest {
 
 /// One task handed to a worker.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TaskAssignment {
     pub task_id: Uuid,
     pub job_id: Uuid,
@@ -71,12 +75,14 @@ pub struct TaskAssignment {
 
 /// Answer to a lease: possibly fewer tasks than asked for, possibly none.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LeaseResponse {
     pub tasks: Vec<TaskAssignment>,
 }
 
 /// Progress of one in-flight task, 0.0 to 1.0.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct TaskProgress {
     pub task_id: Uuid,
@@ -85,6 +91,7 @@ pub struct TaskProgress {
 
 /// `POST /api/v1/work/heartbeat`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct HeartbeatRequest {
     pub tasks: Vec<TaskProgress>,
@@ -92,12 +99,14 @@ pub struct HeartbeatRequest {
 
 /// Tasks the worker should stop: their job was canceled or paused, or their unit is decided.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HeartbeatResponse {
     pub abort: Vec<Uuid>,
 }
 
 /// One result: exactly one of `output` (the app's JSON output) or `error`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct TaskResult {
     pub task_id: Uuid,
@@ -143,6 +152,7 @@ impl TaskResult {
 
 /// `POST /api/v1/work/report`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ReportRequest {
     pub results: Vec<TaskResult>,
@@ -150,6 +160,7 @@ pub struct ReportRequest {
 
 /// A result the coordinator did not take, and why. Refusals are final: resending will not help.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RefusedResult {
     pub task_id: Uuid,
     pub reason: String,
@@ -157,6 +168,7 @@ pub struct RefusedResult {
 
 /// Answer to a report: every task id of the request is in exactly one of the two lists.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ReportResponse {
     pub accepted: Vec<Uuid>,
     pub refused: Vec<RefusedResult>,
@@ -164,6 +176,7 @@ pub struct ReportResponse {
 
 /// A worker as `GET /api/v1/workers` lists it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct WorkerView {
     pub worker_id: Uuid,
     pub name: String,
@@ -194,6 +207,7 @@ pub struct WorkerView {
 
 /// One line of the public leaderboard: no ids, no secrets.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LeaderboardEntry {
     /// Worker name, or owner name in the by-owner table.
     pub name: String,
@@ -208,6 +222,7 @@ pub struct LeaderboardEntry {
 
 /// `GET /api/v1/leaderboard`: best first.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Leaderboard {
     pub workers: Vec<LeaderboardEntry>,
     pub owners: Vec<LeaderboardEntry>,
@@ -216,6 +231,7 @@ pub struct Leaderboard {
 /// `POST /api/v1/work/release`: a worker hands back tasks leased to it that it will not
 /// compute (it is shutting down); they are reissued at once instead of timing out.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ReleaseRequest {
     pub tasks: Vec<Uuid>,
@@ -223,6 +239,7 @@ pub struct ReleaseRequest {
 
 /// The tasks that were released; the others were not (or no longer) leased to this worker.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ReleaseResponse {
     pub released: Vec<Uuid>,
 }

@@ -6,6 +6,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
+use sparecycles_protocol::ErrorBody;
 use sparecycles_protocol::dashboard::Event;
 use sparecycles_protocol::{JobCounts, JobList, JobSpec, JobState, JobView, now_millis};
 use uuid::Uuid;
@@ -70,6 +71,22 @@ pub fn check_spec(spec: &JobSpec, initial_units: u64) -> Result<NewJob, ApiError
     Ok(job)
 }
 
+/// Submits a job: a spec in JSON, or in TOML with `Content-Type: application/toml`.
+#[utoipa::path(
+    post,
+    path = "/api/v1/jobs",
+    tag = "jobs",
+    security(("admin" = [])),
+    request_body(description = "The job spec", content((JobSpec = "application/json"), (String = "application/toml"))),
+    responses(
+        (status = 201, description = "The job was created", body = JobView),
+        (status = 400, description = "Malformed JSON or TOML", body = ErrorBody, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or wrong admin token", body = ErrorBody, content_type = "application/problem+json"),
+        (status = 413, description = "The body is larger than 256 KiB", body = ErrorBody, content_type = "application/problem+json"),
+        (status = 415, description = "Neither JSON nor TOML", body = ErrorBody, content_type = "application/problem+json"),
+        (status = 422, description = "The spec is well-formed but refused (unknown app, parameters out of bounds, too many units...)", body = ErrorBody, content_type = "application/problem+json"),
+    )
+)]
 async fn create(
     State(state): State<AppState>,
     _admin: Admin,
@@ -85,11 +102,24 @@ async fn create(
     Ok((StatusCode::CREATED, Json(view(&row, 0))))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ListQuery {
+    /// Most jobs to return, 1 to 1000 [100].
     limit: Option<u32>,
 }
 
+/// Lists jobs, newest first.
+#[utoipa::path(
+    get,
+    path = "/api/v1/jobs",
+    tag = "jobs",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "The jobs", body = JobList),
+        (status = 400, description = "A malformed query string", body = ErrorBody, content_type = "application/problem+json"),
+    )
+)]
 async fn list(
     State(state): State<AppState>,
     Query(q): Query<ListQuery>,
@@ -117,6 +147,17 @@ async fn load(state: &AppState, raw: &str) -> Result<JobRow, ApiError> {
         .ok_or_else(|| ApiError::NotFound(format!("no job with id {id}")))
 }
 
+/// One job.
+#[utoipa::path(
+    get,
+    path = "/api/v1/jobs/{id}",
+    tag = "jobs",
+    params(("id" = String, Path, description = "The job's id (a UUID)")),
+    responses(
+        (status = 200, description = "The job", body = JobView),
+        (status = 404, description = "No such job", body = ErrorBody, content_type = "application/problem+json"),
+    )
+)]
 async fn show(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -130,6 +171,18 @@ async fn show(
     Ok(Json(view(&row, in_progress)))
 }
 
+/// A completed job's result: JSON, or an image for picture apps.
+#[utoipa::path(
+    get,
+    path = "/api/v1/jobs/{id}/result",
+    tag = "jobs",
+    params(("id" = String, Path, description = "The job's id (a UUID)")),
+    responses(
+        (status = 200, description = "The assembled result, of the job's `result_type`", content((Object = "application/json"), (Vec<u8> = "image/png"))),
+        (status = 404, description = "No such job", body = ErrorBody, content_type = "application/problem+json"),
+        (status = 409, description = "The job is not completed (yet)", body = ErrorBody, content_type = "application/problem+json"),
+    )
+)]
 async fn result(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -182,6 +235,20 @@ async fn transition(
     Ok(Json(view(&row, 0)))
 }
 
+/// Cancels a queued, running or paused job.
+#[utoipa::path(
+    post,
+    path = "/api/v1/jobs/{id}/cancel",
+    tag = "jobs",
+    security(("admin" = [])),
+    params(("id" = String, Path, description = "The job's id (a UUID)")),
+    responses(
+        (status = 200, description = "The canceled job", body = JobView),
+        (status = 401, description = "Missing or wrong admin token", body = ErrorBody, content_type = "application/problem+json"),
+        (status = 404, description = "No such job", body = ErrorBody, content_type = "application/problem+json"),
+        (status = 409, description = "The job is not queued, running or paused", body = ErrorBody, content_type = "application/problem+json"),
+    )
+)]
 async fn cancel(
     State(state): State<AppState>,
     _admin: Admin,
@@ -196,6 +263,20 @@ async fn cancel(
     .await
 }
 
+/// Pauses a queued or running job: no more tasks are leased.
+#[utoipa::path(
+    post,
+    path = "/api/v1/jobs/{id}/pause",
+    tag = "jobs",
+    security(("admin" = [])),
+    params(("id" = String, Path, description = "The job's id (a UUID)")),
+    responses(
+        (status = 200, description = "The paused job", body = JobView),
+        (status = 401, description = "Missing or wrong admin token", body = ErrorBody, content_type = "application/problem+json"),
+        (status = 404, description = "No such job", body = ErrorBody, content_type = "application/problem+json"),
+        (status = 409, description = "The job is not queued or running", body = ErrorBody, content_type = "application/problem+json"),
+    )
+)]
 async fn pause(
     State(state): State<AppState>,
     _admin: Admin,
@@ -210,6 +291,20 @@ async fn pause(
     .await
 }
 
+/// Resumes a paused job.
+#[utoipa::path(
+    post,
+    path = "/api/v1/jobs/{id}/resume",
+    tag = "jobs",
+    security(("admin" = [])),
+    params(("id" = String, Path, description = "The job's id (a UUID)")),
+    responses(
+        (status = 200, description = "The running job", body = JobView),
+        (status = 401, description = "Missing or wrong admin token", body = ErrorBody, content_type = "application/problem+json"),
+        (status = 404, description = "No such job", body = ErrorBody, content_type = "application/problem+json"),
+        (status = 409, description = "The job is not paused", body = ErrorBody, content_type = "application/problem+json"),
+    )
+)]
 async fn resume(
     State(state): State<AppState>,
     _admin: Admin,
