@@ -2,6 +2,7 @@
 
 mod agent;
 mod backend;
+mod bounds;
 mod dashboard;
 mod fake_worker;
 mod helpers;
