@@ -26,14 +26,23 @@ pub const PRIORITY_RANGE: i32 = 1000;
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct JobSpec {
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 200))]
     pub name: String,
+    #[cfg_attr(
+        feature = "openapi",
+        schema(min_length = 1, max_length = 64, example = "collatz")
+    )]
     pub app: String,
+    /// The app's parameters (see the example job specs, `GET /api/v1/job-specs`).
+    #[cfg_attr(feature = "openapi", schema(value_type = Object, example = json!({"start": 1, "end": 1000, "unit_size": 100})))]
     pub params: Value,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redundancy: Option<RedundancySpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 604800))]
     pub unit_timeout_secs: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(minimum = -1000, maximum = 1000))]
     pub priority: Option<i32>,
 }
 

@@ -22,11 +22,22 @@ pub const MAX_APPS: usize = 64;
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct EnrollRequest {
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 100))]
     pub name: String,
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 4096))]
     pub cores: u32,
+    #[cfg_attr(
+        feature = "openapi",
+        schema(min_length = 1, max_length = 100, example = "linux")
+    )]
     pub os: String,
+    #[cfg_attr(
+        feature = "openapi",
+        schema(min_length = 1, max_length = 100, example = "x86_64")
+    )]
     pub arch: String,
     /// Apps this worker can compute.
+    #[cfg_attr(feature = "openapi", schema(min_items = 1, max_items = 64, example = json!(["collatz", "prime-count"])))]
     pub apps: Vec<String>,
     /// The volunteer's account name; several workers may share one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -46,6 +57,7 @@ pub struct EnrollResponse {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct LeaseRequest {
+    #[cfg_attr(feature = "openapi", schema(maximum = 1000))]
     pub max_tasks: u32,
     /// Every task the worker still holds (queued, computing, or a result not yet delivered).
     /// Tasks leased to it that it does not name were lost on the way (the coordinator crashed

@@ -7,6 +7,7 @@ use axum::http::header;
 use axum::response::{Html, IntoResponse};
 use axum::routing::get;
 use sparecycles_protocol::error::PROBLEM_JSON;
+use utoipa::openapi::link::LinkBuilder;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, OpenApi as Document, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi, ToSchema};
@@ -60,7 +61,7 @@ pub fn router() -> Router<AppState> {
         docs,
     ),
     components(schemas(sparecycles_protocol::ErrorBody)),
-    modifiers(&Security, &Problems),
+    modifiers(&Security, &Problems, &Links),
     tags(
         (name = "jobs", description = "Submitting and managing jobs (admin token for changes)"),
         (name = "work", description = "The worker protocol (worker token from enrollment)"),
@@ -130,6 +131,38 @@ impl Modify for Problems {
                     .entry("default".to_owned())
                     .or_insert_with(|| RefOr::T(problem.clone()));
             }
+        }
+    }
+}
+
+/// A created job links to the operations on it, so generated clients (schemathesis's stateful
+/// phase among them) can follow a submission with real ids.
+struct Links;
+
+impl Modify for Links {
+    fn modify(&self, doc: &mut Document) {
+        let Some(created) = doc
+            .paths
+            .paths
+            .get_mut("/api/v1/jobs")
+            .and_then(|item| item.post.as_mut())
+            .and_then(|op| op.responses.responses.get_mut("201"))
+        else {
+            return;
+        };
+        let RefOr::T(created) = created else {
+            return;
+        };
+        for operation in ["show", "result", "units", "cancel", "pause", "resume"] {
+            created.links.insert(
+                operation.to_owned(),
+                RefOr::T(
+                    LinkBuilder::new()
+                        .operation_id(operation)
+                        .parameter("id", "$response.body#/id")
+                        .build(),
+                ),
+            );
         }
     }
 }
