@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Property-based API tests: schemathesis generates requests from /api/v1/openapi.json and sends
-# them, with the admin token, to a coordinator started here on a free loopback port with a
-# throwaway data dir. It fails on any 5xx and any response that does not match the document.
-# Runs locally as is: .ci/schemathesis.sh [extra schemathesis flags]
+# them, with the admin token and then a worker's, to a coordinator started here on a free
+# loopback port with a throwaway data dir. It fails on any 5xx and any response that does not
+# match the document.
+# Runs locally as is: .ci/schemathesis.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -33,20 +34,44 @@ for _ in $(seq 1 60); do
     sleep 0.5
 done
 
+run() {
+    "$VENV/bin/schemathesis" run "$URL/api/v1/openapi.json" \
+        --checks not_a_server_error,response_schema_conformance \
+        --exclude-path /api/v1/events \
+        --max-examples "${SCHEMATHESIS_MAX_EXAMPLES:-60}" \
+        --request-timeout 20 \
+        --workers 2 \
+        --seed "${SCHEMATHESIS_SEED:-1}" \
+        --no-color \
+        "$@"
+}
+
 # The event stream never ends by design: it is left out. Everything else is exercised within a
-# time budget that keeps CI short.
+# time budget that keeps CI short: first as the admin, then the worker protocol as a worker
+# (enrolled here; the admin token opens no worker endpoint).
 status=0
-"$VENV/bin/schemathesis" run "$URL/api/v1/openapi.json" \
-    --header "Authorization: Bearer $TOKEN" \
-    --checks not_a_server_error,response_schema_conformance \
-    --exclude-path /api/v1/events \
-    --max-examples "${SCHEMATHESIS_MAX_EXAMPLES:-60}" \
-    --max-time "${SCHEMATHESIS_MAX_TIME:-150}" \
-    --request-timeout 20 \
-    --workers 2 \
-    --seed "${SCHEMATHESIS_SEED:-1}" \
-    --no-color \
-    "$@" || status=$?
+run --header "Authorization: Bearer $TOKEN" --max-time "${SCHEMATHESIS_MAX_TIME:-100}" \
+    || status=$?
+# A job with many units, so that leases hand out real tasks.
+WORKER_TOKEN="$(python3 - "$URL" "$TOKEN" <<'PY'
+import json, sys, urllib.request
+url, admin = sys.argv[1], sys.argv[2]
+def post(path, body, headers):
+    req = urllib.request.Request(url + path, json.dumps(body).encode(),
+                                 {"Content-Type": "application/json", **headers})
+    return json.load(urllib.request.urlopen(req, timeout=10))
+post("/api/v1/jobs", {"name": "for schemathesis", "app": "collatz",
+                      "params": {"start": 1, "end": 1000000, "unit_size": 100}},
+     {"Authorization": "Bearer " + admin})
+print(post("/api/v1/workers/enroll",
+           {"name": "schemathesis", "cores": 2, "os": "linux", "arch": "x86_64",
+            "apps": ["prime-count", "collatz", "monte-carlo-pi", "mandelbrot", "integrate"]},
+           {})["token"])
+PY
+)"
+run --header "Authorization: Bearer $WORKER_TOKEN" --include-path-regex '^/api/v1/work/' \
+    --phases examples,coverage,fuzzing \
+    --max-time "${SCHEMATHESIS_WORKER_MAX_TIME:-40}" || status=$?
 if [ "$status" -ne 0 ]; then
     echo "== last coordinator log lines"
     tail -40 "$WORK/coordinator.log"
