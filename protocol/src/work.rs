@@ -64,6 +64,7 @@ pub struct LeaseRequest {
     /// after committing the lease, or the answer was cut off); the coordinator sends them
     /// again instead of letting them sit until their deadline. Omitted by old workers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(max_items = 10000))]
     pub held: Option<Vec<Uuid>>,
 }
 
