@@ -180,7 +180,10 @@ async fn an_output_larger_than_its_app_allows_is_a_task_error_and_is_not_stored(
         .worker_call(
             &w.token,
             "/api/v1/work/lease",
-            &LeaseRequest { max_tasks: 1 },
+            &LeaseRequest {
+                max_tasks: 1,
+                held: None,
+            },
         )
         .await;
     let task = lease.tasks[0].task_id;
