@@ -326,7 +326,6 @@ async fn heartbeat(
 
 /// A worker hands back tasks it will not compute (it is shutting down): they are reissued at
 /// once instead of waiting for their deadline. Tasks not leased to it are ignored.
-/// Hands back leased tasks the worker will not compute.
 #[utoipa::path(
     post,
     path = "/api/v1/work/release",
@@ -364,7 +363,6 @@ async fn release(
 }
 
 /// The calling worker as the coordinator sees it: its counts and credit.
-/// The calling worker as the coordinator sees it.
 #[utoipa::path(
     get,
     path = "/api/v1/work/me",
