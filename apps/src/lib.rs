@@ -25,6 +25,9 @@ pub type SaveCheckpoint<'a> = &'a (dyn Fn(&Value) + Sync);
 /// Most units one job may split into.
 pub const MAX_UNITS: u64 = 10_000_000;
 
+/// Default bound of one unit's output, in bytes of compact JSON.
+pub const DEFAULT_MAX_OUTPUT_BYTES: usize = 1024;
+
 /// A refused parameter set or output; the message is shown to the submitter as is.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
@@ -117,6 +120,12 @@ pub trait App: Send + Sync + 'static {
     /// Checks that a reported output has the right shape and size for this unit (coordinator
     /// side, before it is stored); an output that fails is counted as a task error.
     fn check_output(&self, params: &Value, unit: &Value, output: &Value) -> Result<(), AppError>;
+    /// Largest output, as compact JSON bytes, this app accepts for `unit`: the coordinator
+    /// refuses bigger ones before looking inside, so a worker cannot make it store more.
+    /// Small by default: most outputs are a few numbers.
+    fn max_output_bytes(&self, _params: &Value, _unit: &Value) -> usize {
+        DEFAULT_MAX_OUTPUT_BYTES
+    }
     /// Whether two outputs of the same unit agree. Exact by default.
     fn compare(&self, _params: &Value, a: &Value, b: &Value) -> bool {
         a == b

@@ -267,6 +267,14 @@ impl App for Mandelbrot {
         decode(&p, &tile, output).map(drop)
     }
 
+    fn max_output_bytes(&self, params: &Value, unit: &Value) -> usize {
+        // `{"pixels":"<base64 of 8 bytes per pixel>"}`: a tile's exact size, plus the braces.
+        match checked(params).and_then(|p| checked_tile(&p, unit)) {
+            Ok(tile) => (tile.pixels() * PIXEL_BYTES).div_ceil(3) * 4 + 64,
+            Err(_) => crate::DEFAULT_MAX_OUTPUT_BYTES,
+        }
+    }
+
     fn assembler(&self, params: &Value) -> Result<Box<dyn Assembler>, AppError> {
         Ok(Box::new(picture::PngAssembler::new(checked(params)?)?))
     }

@@ -8,6 +8,7 @@ pub mod auth;
 pub mod cli;
 pub mod events;
 pub mod examples;
+pub mod fuzz_harness;
 pub mod http;
 pub mod metrics;
 pub mod scheduler;

@@ -11,6 +11,7 @@ pub const MAX_UNIT_CELLS: u64 = 4096;
 
 /// Fleet totals, public (no names, no ids).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FleetView {
     /// Workers seen within the last [`FleetView::online_window_secs`].
     pub workers_online: u64,
@@ -28,6 +29,7 @@ pub struct FleetView {
 
 /// Units finished per minute, oldest first, for the throughput chart.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ThroughputPoint {
     /// Start of the minute, ms since the epoch.
     pub at: Millis,
@@ -37,6 +39,7 @@ pub struct ThroughputPoint {
 
 /// What the dashboard needs to draw its overview; sent on connect and whenever it changes.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Snapshot {
     pub at: Millis,
     pub jobs: Vec<JobView>,
@@ -47,6 +50,7 @@ pub struct Snapshot {
 
 /// A live event (SSE `event: update`); the snapshot follows shortly with the new totals.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Event {
     /// A worker reported results of a job.
@@ -62,6 +66,7 @@ pub enum Event {
 /// `GET /api/v1/jobs/{id}/units`: the job's units as cells, `units_per_cell` units each (the
 /// last cell may hold fewer). The per-cell arrays have one entry per cell.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct UnitMap {
     pub job_id: Uuid,
     pub unit_count: u64,
@@ -78,6 +83,7 @@ pub struct UnitMap {
 
 /// Validation figures of one job, counted over its tasks (BOINC's results).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TaskStats {
     pub total: u64,
     pub unsent: u64,
@@ -96,6 +102,7 @@ pub struct TaskStats {
 
 /// An example job spec from `job-specs/`, served by `GET /api/v1/job-specs`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ExampleSpec {
     pub file: String,
     pub app: String,

@@ -23,27 +23,35 @@ pub const PRIORITY_RANGE: i32 = 1000;
 
 /// A job as submitted: the JSON body of `POST /api/v1/jobs`, and the TOML files in `job-specs/`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct JobSpec {
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 200))]
     pub name: String,
     /// A built-in app; empty when the job runs a module.
     #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[cfg_attr(feature = "openapi", schema(max_length = 64, example = "collatz"))]
     pub app: String,
     /// The SHA-256 (hex) of an uploaded WebAssembly module, instead of a built-in app.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub module: Option<String>,
+    /// The app's parameters (see the example job specs, `GET /api/v1/job-specs`).
+    #[cfg_attr(feature = "openapi", schema(value_type = Object, example = json!({"start": 1, "end": 1000, "unit_size": 100})))]
     pub params: Value,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redundancy: Option<RedundancySpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 604800))]
     pub unit_timeout_secs: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(minimum = -1000, maximum = 1000))]
     pub priority: Option<i32>,
 }
 
 /// The redundancy policy as written in a spec: every field optional, defaults filled by
 /// [`RedundancySpec::resolve`].
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RedundancySpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -64,6 +72,7 @@ pub struct RedundancySpec {
 
 /// A checked redundancy policy (BOINC's semantics; see ARCHITECTURE.md, "The result model").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Redundancy {
     /// Agreeing successful results needed to accept a unit.
     pub min_quorum: u32,
@@ -198,6 +207,7 @@ pub fn is_sha256_hex(s: &str) -> bool {
 
 /// `POST /api/v1/modules`: the stored module.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ModuleView {
     /// SHA-256 of the module's binary form: what job specs name as `module`.
     pub sha256: String,
@@ -209,6 +219,7 @@ pub struct ModuleView {
 
 /// The life of a job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum JobState {
     Queued,
@@ -261,6 +272,7 @@ impl std::fmt::Display for JobState {
 
 /// Unit counts of a job.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JobCounts {
     /// Units the job splits into.
     pub total: u64,
@@ -274,6 +286,7 @@ pub struct JobCounts {
 
 /// A job as the API returns it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JobView {
     pub id: Uuid,
     pub name: String,
@@ -300,6 +313,7 @@ pub struct JobView {
 
 /// `GET /api/v1/jobs`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JobList {
     pub jobs: Vec<JobView>,
 }

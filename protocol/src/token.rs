@@ -11,6 +11,7 @@ pub const MAX_TOKEN_NAME_CHARS: usize = 100;
 /// `POST /api/v1/tokens`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TokenRequest {
     /// Who or what the token is for (shown in listings).
     pub name: String,
@@ -18,6 +19,7 @@ pub struct TokenRequest {
 
 /// A submitter token as listed: never the secret itself.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TokenView {
     pub id: Uuid,
     pub name: String,
@@ -30,6 +32,7 @@ pub struct TokenView {
 /// Answer to `POST /api/v1/tokens`: the only time the secret is shown; the coordinator keeps
 /// its hash. `Debug` leaves the token out.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TokenCreated {
     #[serde(flatten)]
     pub view: TokenView,
@@ -47,6 +50,7 @@ impl std::fmt::Debug for TokenCreated {
 
 /// `GET /api/v1/tokens`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TokenList {
     pub tokens: Vec<TokenView>,
 }

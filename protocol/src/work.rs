@@ -19,13 +19,25 @@ pub const MAX_APPS: usize = 64;
 
 /// `POST /api/v1/workers/enroll`. `Debug` leaves out the enrollment key.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct EnrollRequest {
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 100))]
     pub name: String,
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 4096))]
     pub cores: u32,
+    #[cfg_attr(
+        feature = "openapi",
+        schema(min_length = 1, max_length = 100, example = "linux")
+    )]
     pub os: String,
+    #[cfg_attr(
+        feature = "openapi",
+        schema(min_length = 1, max_length = 100, example = "x86_64")
+    )]
     pub arch: String,
     /// Apps this worker can compute.
+    #[cfg_attr(feature = "openapi", schema(min_items = 1, max_items = 64, example = json!(["collatz", "prime-count"])))]
     pub apps: Vec<String>,
     /// The volunteer's account name; several workers may share one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -55,6 +67,7 @@ impl std::fmt::Debug for EnrollRequest {
 /// Answer to enrollment. The token is shown once; the coordinator keeps only its hash.
 /// `Debug` leaves the token out.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct EnrollResponse {
     pub worker_id: Uuid,
     pub token: String,
@@ -71,14 +84,17 @@ impl std::fmt::Debug for EnrollResponse {
 
 /// `POST /api/v1/work/lease`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct LeaseRequest {
+    #[cfg_attr(feature = "openapi", schema(maximum = 1000))]
     pub max_tasks: u32,
     /// Every task the worker still holds (queued, computing, or a result not yet delivered).
     /// Tasks leased to it that it does not name were lost on the way (the coordinator crashed
     /// after committing the lease, or the answer was cut off); the coordinator sends them
     /// again instead of letting them sit until their deadline. Omitted by old workers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(max_items = 10000))]
     pub held: Option<Vec<Uuid>>,
     /// When there is no task now, how long (ms) the coordinator may hold the request waiting
     /// for one (a long poll; capped at [`MAX_LEASE_WAIT_MS`]). Work appears at once instead of
@@ -92,6 +108,7 @@ pub const MAX_LEASE_WAIT_MS: u32 = 30_000;
 
 /// One task handed to a worker.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TaskAssignment {
     pub task_id: Uuid,
     pub job_id: Uuid,
@@ -109,12 +126,14 @@ pub struct TaskAssignment {
 
 /// Answer to a lease: possibly fewer tasks than asked for, possibly none.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LeaseResponse {
     pub tasks: Vec<TaskAssignment>,
 }
 
 /// Progress of one in-flight task, 0.0 to 1.0.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct TaskProgress {
     pub task_id: Uuid,
@@ -123,6 +142,7 @@ pub struct TaskProgress {
 
 /// `POST /api/v1/work/heartbeat`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct HeartbeatRequest {
     pub tasks: Vec<TaskProgress>,
@@ -130,12 +150,14 @@ pub struct HeartbeatRequest {
 
 /// Tasks the worker should stop: their job was canceled or paused, or their unit is decided.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HeartbeatResponse {
     pub abort: Vec<Uuid>,
 }
 
 /// One result: exactly one of `output` (the app's JSON output) or `error`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct TaskResult {
     pub task_id: Uuid,
@@ -181,6 +203,7 @@ impl TaskResult {
 
 /// `POST /api/v1/work/report`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ReportRequest {
     pub results: Vec<TaskResult>,
@@ -188,6 +211,7 @@ pub struct ReportRequest {
 
 /// A result the coordinator did not take, and why. Refusals are final: resending will not help.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RefusedResult {
     pub task_id: Uuid,
     pub reason: String,
@@ -195,6 +219,7 @@ pub struct RefusedResult {
 
 /// Answer to a report: every task id of the request is in exactly one of the two lists.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ReportResponse {
     pub accepted: Vec<Uuid>,
     pub refused: Vec<RefusedResult>,
@@ -202,6 +227,7 @@ pub struct ReportResponse {
 
 /// A worker as `GET /api/v1/workers` lists it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct WorkerView {
     pub worker_id: Uuid,
     pub name: String,
@@ -232,6 +258,7 @@ pub struct WorkerView {
 
 /// One line of the public leaderboard: no ids, no secrets.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LeaderboardEntry {
     /// Worker name, or owner name in the by-owner table.
     pub name: String,
@@ -246,6 +273,7 @@ pub struct LeaderboardEntry {
 
 /// `GET /api/v1/leaderboard`: best first.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Leaderboard {
     pub workers: Vec<LeaderboardEntry>,
     pub owners: Vec<LeaderboardEntry>,
@@ -254,6 +282,7 @@ pub struct Leaderboard {
 /// `POST /api/v1/work/release`: a worker hands back tasks leased to it that it will not
 /// compute (it is shutting down); they are reissued at once instead of timing out.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ReleaseRequest {
     pub tasks: Vec<Uuid>,
@@ -261,6 +290,7 @@ pub struct ReleaseRequest {
 
 /// The tasks that were released; the others were not (or no longer) leased to this worker.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ReleaseResponse {
     pub released: Vec<Uuid>,
 }

@@ -3,11 +3,13 @@
 
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequest, Request};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use sparecycles_protocol::ErrorBody;
 use sparecycles_protocol::error::PROBLEM_JSON;
 
+use crate::http::body;
 use crate::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
@@ -98,10 +100,24 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// `Json<T>` whose rejections are problem+json like every other error.
-#[derive(Debug, axum::extract::FromRequest)]
-#[from_request(via(axum::Json), rejection(ApiError))]
+/// `Json<T>` whose rejections are problem+json like every other error, and whose nesting is
+/// bounded ([`MAX_JSON_DEPTH`](crate::http::body::MAX_JSON_DEPTH)).
+#[derive(Debug)]
 pub struct ApiJson<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        if !body::is_json(req.headers()) {
+            return Err(ApiError::UnsupportedMediaType(
+                "expected a body with Content-Type: application/json".into(),
+            ));
+        }
+        let bytes = body::read_body(req, state).await?;
+        body::parse_json(&bytes).map(ApiJson)
+    }
+}
 
 impl<T: serde::Serialize> IntoResponse for ApiJson<T> {
     fn into_response(self) -> Response {

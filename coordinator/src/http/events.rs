@@ -30,6 +30,14 @@ struct Subscription {
     first: bool,
 }
 
+/// The live event stream of the dashboard.
+#[utoipa::path(
+    get,
+    path = "/api/v1/events",
+    tag = "dashboard",
+    responses((status = 200, description = "Server-Sent Events: `snapshot` (a `Snapshot`) on \
+        connect and on changes, `update` (an `Event`) for each thing that happened", content_type = "text/event-stream")),
+)]
 async fn events(
     State(state): State<AppState>,
 ) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {

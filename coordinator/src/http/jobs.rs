@@ -6,6 +6,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
+use sparecycles_protocol::ErrorBody;
 use sparecycles_protocol::dashboard::Event;
 use sparecycles_protocol::{JobCounts, JobList, JobSpec, JobState, JobView, now_millis};
 use uuid::Uuid;
@@ -37,48 +38,93 @@ pub fn router() -> Router<AppState> {
 /// Checks a spec completely (common fields, the app or module, and its parameters) without
 /// storing anything.
 pub async fn check_spec(state: &AppState, spec: &JobSpec) -> Result<NewJob, ApiError> {
-    let (redundancy, timeout_secs, priority) = spec
+    let initial_units = state.settings().initial_units;
+    let Some(sha256) = &spec.module else {
+        return check_builtin_spec(spec, initial_units);
+    };
+    let common = spec
         .check_common()
         .map_err(|e| ApiError::Unprocessable(e.0))?;
-    let app_name = match &spec.module {
-        Some(sha256) => sparecycles_wasm::app_name(sha256),
-        None => spec.app.clone(),
-    };
-    let app = state.app(&app_name).await?.ok_or_else(|| match &spec.module {
-        Some(sha256) => ApiError::Unprocessable(format!(
+    let app_name = sparecycles_wasm::app_name(sha256);
+    let app = state.app(&app_name).await?.ok_or_else(|| {
+        ApiError::Unprocessable(format!(
             "no module with sha256 {sha256}; upload it first (POST /api/v1/modules)"
-        )),
-        None => ApiError::Unprocessable(format!(
-            "unknown app {:?}; this coordinator runs: {} (or a module: set module = \"<sha256>\")",
-            spec.app,
-            sparecycles_apps::names().join(", ")
-        )),
+        ))
     })?;
+    // A module plans inside its sandbox, off the async threads.
     let plan = plan_of(app, spec.params.clone())
         .await?
         .map_err(|e| ApiError::Unprocessable(e.0))?;
-    let unit_count = plan.unit_count();
+    new_job(spec, app_name, plan.unit_count(), common, initial_units)
+}
+
+/// [`check_spec`] for a built-in app: synchronous and store-free (the fuzzer runs it).
+pub fn check_builtin_spec(spec: &JobSpec, initial_units: u64) -> Result<NewJob, ApiError> {
+    let common = spec
+        .check_common()
+        .map_err(|e| ApiError::Unprocessable(e.0))?;
+    let app = sparecycles_apps::find(&spec.app).ok_or_else(|| {
+        ApiError::Unprocessable(format!(
+            "unknown app {:?}; this coordinator runs: {} (or a module: set module = \"<sha256>\")",
+            spec.app,
+            sparecycles_apps::names().join(", ")
+        ))
+    })?;
+    let plan = app
+        .plan(&spec.params)
+        .map_err(|e| ApiError::Unprocessable(e.0))?;
+    new_job(
+        spec,
+        spec.app.clone(),
+        plan.unit_count(),
+        common,
+        initial_units,
+    )
+}
+
+fn new_job(
+    spec: &JobSpec,
+    app: String,
+    unit_count: u64,
+    (redundancy, timeout_secs, priority): (sparecycles_protocol::Redundancy, u64, i32),
+    initial_units: u64,
+) -> Result<NewJob, ApiError> {
     if unit_count == 0 || unit_count > sparecycles_apps::MAX_UNITS {
         return Err(ApiError::Unprocessable(format!(
             "the job splits into {unit_count} units; between 1 and {} are accepted",
             sparecycles_apps::MAX_UNITS
         )));
     }
-    let job = NewJob {
+    Ok(NewJob {
         id: Uuid::now_v7(),
         name: spec.name.trim().to_owned(),
-        app: app_name,
+        app,
         params: spec.params.clone(),
         priority,
         redundancy,
         unit_timeout_ms: (timeout_secs * 1000) as i64,
         unit_count,
-        initial_units: state.settings().initial_units,
+        initial_units,
         owner: None,
-    };
-    Ok(job)
+    })
 }
 
+/// Submits a job: a spec in JSON, or in TOML with `Content-Type: application/toml`.
+#[utoipa::path(
+    post,
+    path = "/api/v1/jobs",
+    tag = "jobs",
+    security(("admin" = [])),
+    request_body(description = "The job spec", content((JobSpec = "application/json"), (String = "application/toml"))),
+    responses(
+        (status = 201, description = "The job was created", body = JobView),
+        (status = 400, description = "Malformed JSON or TOML", body = ErrorBody, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or wrong admin token", body = ErrorBody, content_type = "application/problem+json"),
+        (status = 413, description = "The body is larger than 256 KiB", body = ErrorBody, content_type = "application/problem+json"),
+        (status = 415, description = "Neither JSON nor TOML", body = ErrorBody, content_type = "application/problem+json"),
+        (status = 422, description = "The spec is well-formed but refused (unknown app, parameters out of bounds, too many units...)", body = ErrorBody, content_type = "application/problem+json"),
+    )
+)]
 async fn create(
     State(state): State<AppState>,
     JobManager(scope): JobManager,
@@ -102,11 +148,24 @@ async fn create(
     Ok((StatusCode::CREATED, Json(view(&row, 0))))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ListQuery {
+    /// Most jobs to return, 1 to 1000 [100].
     limit: Option<u32>,
 }
 
+/// Lists jobs, newest first.
+#[utoipa::path(
+    get,
+    path = "/api/v1/jobs",
+    tag = "jobs",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "The jobs", body = JobList),
+        (status = 400, description = "A malformed query string", body = ErrorBody, content_type = "application/problem+json"),
+    )
+)]
 async fn list(
     State(state): State<AppState>,
     JobReader(scope): JobReader,
@@ -141,6 +200,17 @@ pub async fn load(state: &AppState, raw: &str, scope: Scope) -> Result<JobRow, A
         .ok_or_else(|| ApiError::NotFound(format!("no job with id {id}")))
 }
 
+/// One job.
+#[utoipa::path(
+    get,
+    path = "/api/v1/jobs/{id}",
+    tag = "jobs",
+    params(("id" = String, Path, description = "The job's id (a UUID)")),
+    responses(
+        (status = 200, description = "The job", body = JobView),
+        (status = 404, description = "No such job", body = ErrorBody, content_type = "application/problem+json"),
+    )
+)]
 async fn show(
     State(state): State<AppState>,
     JobReader(scope): JobReader,
@@ -155,6 +225,18 @@ async fn show(
     Ok(Json(view(&row, in_progress)))
 }
 
+/// A completed job's result: JSON, or an image for picture apps.
+#[utoipa::path(
+    get,
+    path = "/api/v1/jobs/{id}/result",
+    tag = "jobs",
+    params(("id" = String, Path, description = "The job's id (a UUID)")),
+    responses(
+        (status = 200, description = "The assembled result, of the job's `result_type`", content((Object = "application/json"), (Vec<u8> = "image/png"))),
+        (status = 404, description = "No such job", body = ErrorBody, content_type = "application/problem+json"),
+        (status = 409, description = "The job is not completed (yet)", body = ErrorBody, content_type = "application/problem+json"),
+    )
+)]
 async fn result(
     State(state): State<AppState>,
     JobReader(scope): JobReader,
@@ -210,6 +292,20 @@ async fn transition(
     Ok(Json(view(&row, 0)))
 }
 
+/// Cancels a queued, running or paused job.
+#[utoipa::path(
+    post,
+    path = "/api/v1/jobs/{id}/cancel",
+    tag = "jobs",
+    security(("admin" = [])),
+    params(("id" = String, Path, description = "The job's id (a UUID)")),
+    responses(
+        (status = 200, description = "The canceled job", body = JobView),
+        (status = 401, description = "Missing or wrong admin token", body = ErrorBody, content_type = "application/problem+json"),
+        (status = 404, description = "No such job", body = ErrorBody, content_type = "application/problem+json"),
+        (status = 409, description = "The job is not queued, running or paused", body = ErrorBody, content_type = "application/problem+json"),
+    )
+)]
 async fn cancel(
     State(state): State<AppState>,
     JobManager(scope): JobManager,
@@ -225,6 +321,20 @@ async fn cancel(
     .await
 }
 
+/// Pauses a queued or running job: no more tasks are leased.
+#[utoipa::path(
+    post,
+    path = "/api/v1/jobs/{id}/pause",
+    tag = "jobs",
+    security(("admin" = [])),
+    params(("id" = String, Path, description = "The job's id (a UUID)")),
+    responses(
+        (status = 200, description = "The paused job", body = JobView),
+        (status = 401, description = "Missing or wrong admin token", body = ErrorBody, content_type = "application/problem+json"),
+        (status = 404, description = "No such job", body = ErrorBody, content_type = "application/problem+json"),
+        (status = 409, description = "The job is not queued or running", body = ErrorBody, content_type = "application/problem+json"),
+    )
+)]
 async fn pause(
     State(state): State<AppState>,
     JobManager(scope): JobManager,
@@ -240,6 +350,20 @@ async fn pause(
     .await
 }
 
+/// Resumes a paused job.
+#[utoipa::path(
+    post,
+    path = "/api/v1/jobs/{id}/resume",
+    tag = "jobs",
+    security(("admin" = [])),
+    params(("id" = String, Path, description = "The job's id (a UUID)")),
+    responses(
+        (status = 200, description = "The running job", body = JobView),
+        (status = 401, description = "Missing or wrong admin token", body = ErrorBody, content_type = "application/problem+json"),
+        (status = 404, description = "No such job", body = ErrorBody, content_type = "application/problem+json"),
+        (status = 409, description = "The job is not paused", body = ErrorBody, content_type = "application/problem+json"),
+    )
+)]
 async fn resume(
     State(state): State<AppState>,
     JobManager(scope): JobManager,

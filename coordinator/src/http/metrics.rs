@@ -16,6 +16,13 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/metrics", get(render))
 }
 
+/// Prometheus metrics.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    responses((status = 200, description = "The Prometheus text exposition format", body = String, content_type = "text/plain"))
+)]
 async fn render() -> impl IntoResponse {
     (
         [(

@@ -1,12 +1,15 @@
 //! The HTTP API: one module per resource, each with its own `router()`.
 
+pub mod body;
 pub mod dashboard;
 pub mod error;
 pub mod events;
+pub mod health;
 pub mod jobs;
 pub mod limit;
 pub mod metrics;
 pub mod modules;
+pub mod openapi;
 pub mod spec_body;
 pub mod tokens;
 pub mod views;
@@ -15,13 +18,23 @@ pub mod workers;
 
 use axum::Router;
 use axum::http::StatusCode;
-use axum::response::IntoResponse;
-use axum::routing::get;
 
 use crate::state::AppState;
 
 /// The whole API, ready to serve.
 pub fn router(state: AppState) -> Router {
+    routes()
+        // Limits run before authentication, so a flood costs no database work.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            limit::limit,
+        ))
+        .with_state(state)
+}
+
+/// Every route, fallback and layer, before the state is attached (the OpenAPI test reads the
+/// routes from this).
+pub fn routes() -> Router<AppState> {
     Router::new()
         .merge(jobs::router())
         .merge(modules::router())
@@ -32,8 +45,8 @@ pub fn router(state: AppState) -> Router {
         .merge(views::router())
         .merge(metrics::router())
         .merge(tokens::router())
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(ready))
+        .merge(health::router())
+        .merge(openapi::router())
         .fallback(|| async { error::problem(StatusCode::NOT_FOUND, "no such route") })
         .method_not_allowed_fallback(|| async {
             error::problem(
@@ -41,20 +54,7 @@ pub fn router(state: AppState) -> Router {
                 "method not allowed on this route",
             )
         })
-        // Limits run before authentication, so a flood costs no database work.
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            limit::limit,
-        ))
+        .layer(axum::middleware::map_response(body::problems_only))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .route_layer(axum::middleware::from_fn(metrics::track))
-        .with_state(state)
-}
-
-/// Ready when the database answers.
-async fn ready(axum::extract::State(state): axum::extract::State<AppState>) -> impl IntoResponse {
-    match state.store().jobs(1).await {
-        Ok(_) => (StatusCode::OK, "ready").into_response(),
-        Err(e) => error::problem(StatusCode::SERVICE_UNAVAILABLE, format!("database: {e}")),
-    }
 }

@@ -9,7 +9,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use sparecycles_protocol::{ModuleView, is_sha256_hex, now_millis};
+use sparecycles_protocol::{ErrorBody, ModuleView, is_sha256_hex, now_millis};
 use sparecycles_wasm::{MAX_MODULE_BYTES, WasmApp};
 
 use crate::auth::JobManager;
@@ -23,6 +23,21 @@ pub fn router() -> Router<AppState> {
 }
 
 /// Checks the module completely (it compiles, imports nothing, fits the ABI) before storing it.
+#[utoipa::path(
+    post,
+    path = "/api/v1/modules",
+    tag = "jobs",
+    security(("admin" = [])),
+    request_body(content = Vec<u8>, content_type = "application/wasm", description = "A WebAssembly module, binary or text format (at most 4 MiB)"),
+    responses(
+        (status = 201, description = "Stored", body = ModuleView),
+        (status = 200, description = "Already stored", body = ModuleView),
+        (status = 401, description = "Missing or wrong token", body = ErrorBody, content_type = "application/problem+json"),
+        (status = 403, description = "Not an admin or submitter token", body = ErrorBody, content_type = "application/problem+json"),
+        (status = 413, description = "Too large", body = ErrorBody, content_type = "application/problem+json"),
+        (status = 422, description = "Not a usable module", body = ErrorBody, content_type = "application/problem+json"),
+    )
+)]
 async fn upload(
     State(state): State<AppState>,
     _submitter: JobManager,
@@ -68,6 +83,17 @@ async fn upload(
 }
 
 /// The module's binary form; public, like job parameters (it is part of the job).
+#[utoipa::path(
+    get,
+    path = "/api/v1/modules/{sha256}",
+    tag = "work",
+    params(("sha256" = String, Path, description = "The module's SHA-256, 64 hex digits")),
+    responses(
+        (status = 200, description = "The module's binary form", body = Vec<u8>, content_type = "application/wasm"),
+        (status = 400, description = "Not a SHA-256", body = ErrorBody, content_type = "application/problem+json"),
+        (status = 404, description = "No such module", body = ErrorBody, content_type = "application/problem+json"),
+    )
+)]
 async fn fetch(
     State(state): State<AppState>,
     Path(sha256): Path<String>,

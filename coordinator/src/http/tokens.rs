@@ -6,7 +6,9 @@ use axum::http::StatusCode;
 use axum::routing::{delete, get};
 use axum::{Json, Router};
 use sparecycles_protocol::token::MAX_TOKEN_NAME_CHARS;
-use sparecycles_protocol::{TokenCreated, TokenList, TokenRequest, TokenView, now_millis};
+use sparecycles_protocol::{
+    ErrorBody, TokenCreated, TokenList, TokenRequest, TokenView, now_millis,
+};
 use uuid::Uuid;
 
 use crate::auth::{Admin, SUBMITTER_PREFIX, generate_token, hash_token};
@@ -29,6 +31,19 @@ fn view(row: SubmitterRow) -> TokenView {
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/tokens",
+    tag = "tokens",
+    security(("admin" = [])),
+    request_body = TokenRequest,
+    responses(
+        (status = 201, description = "The new submitter token; the secret is shown only here", body = TokenCreated),
+        (status = 401, description = "Missing or wrong admin token", body = ErrorBody, content_type = "application/problem+json"),
+        (status = 403, description = "Not the admin token", body = ErrorBody, content_type = "application/problem+json"),
+        (status = 422, description = "Bad name", body = ErrorBody, content_type = "application/problem+json"),
+    )
+)]
 async fn create(
     State(state): State<AppState>,
     _admin: Admin,
@@ -60,6 +75,17 @@ async fn create(
     ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/tokens",
+    tag = "tokens",
+    security(("admin" = [])),
+    responses(
+        (status = 200, description = "Every submitter token (never the secrets)", body = TokenList),
+        (status = 401, description = "Missing or wrong admin token", body = ErrorBody, content_type = "application/problem+json"),
+        (status = 403, description = "Not the admin token", body = ErrorBody, content_type = "application/problem+json"),
+    )
+)]
 async fn list(State(state): State<AppState>, _admin: Admin) -> Result<Json<TokenList>, ApiError> {
     let tokens = state.store().submitters().await?;
     Ok(Json(TokenList {
@@ -67,6 +93,19 @@ async fn list(State(state): State<AppState>, _admin: Admin) -> Result<Json<Token
     }))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/v1/tokens/{id}",
+    tag = "tokens",
+    security(("admin" = [])),
+    params(("id" = String, Path, description = "The token's id (a UUID)")),
+    responses(
+        (status = 200, description = "The revoked token", body = TokenView),
+        (status = 401, description = "Missing or wrong admin token", body = ErrorBody, content_type = "application/problem+json"),
+        (status = 403, description = "Not the admin token", body = ErrorBody, content_type = "application/problem+json"),
+        (status = 404, description = "No such token", body = ErrorBody, content_type = "application/problem+json"),
+    )
+)]
 async fn revoke(
     State(state): State<AppState>,
     _admin: Admin,

@@ -7,6 +7,8 @@ use axum::{Json, Router};
 use sparecycles_protocol::dashboard::{ExampleSpec, MAX_UNIT_CELLS, UnitMap};
 
 use crate::auth::JobReader;
+use sparecycles_protocol::ErrorBody;
+
 use crate::examples::EXAMPLES;
 use crate::http::error::ApiError;
 use crate::state::AppState;
@@ -17,6 +19,17 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/job-specs", get(job_specs))
 }
 
+/// A job's units as a map of cells, for the dashboard.
+#[utoipa::path(
+    get,
+    path = "/api/v1/jobs/{id}/units",
+    tag = "dashboard",
+    params(("id" = String, Path, description = "The job's id (a UUID)")),
+    responses(
+        (status = 200, description = "The unit map", body = UnitMap),
+        (status = 404, description = "No such job", body = ErrorBody, content_type = "application/problem+json"),
+    )
+)]
 async fn units(
     State(state): State<AppState>,
     JobReader(scope): JobReader,
@@ -28,6 +41,15 @@ async fn units(
     Ok(Json(state.store().unit_map(&job, per_cell).await?))
 }
 
+/// The example job specs built into the coordinator.
+#[utoipa::path(
+    get,
+    path = "/api/v1/job-specs",
+    tag = "dashboard",
+    responses(
+        (status = 200, description = "The examples", body = Vec<ExampleSpec>),
+    )
+)]
 async fn job_specs() -> Json<Vec<ExampleSpec>> {
     Json(
         EXAMPLES

@@ -7,6 +7,7 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use sparecycles_protocol::ErrorBody;
 use sparecycles_protocol::work::{
     MAX_APPS, MAX_ERROR_BYTES, MAX_LABEL_CHARS, MAX_LEASE_TASKS, MAX_LEASE_WAIT_MS,
     MAX_REPORT_RESULTS, ReleaseRequest, ReleaseResponse,
@@ -59,6 +60,20 @@ fn check_label(field: &str, value: &str, allow_empty: bool) -> Result<(), ApiErr
     Ok(())
 }
 
+/// Enrolls a worker; the answer holds its token, shown this once.
+#[utoipa::path(
+    post,
+    path = "/api/v1/workers/enroll",
+    tag = "work",
+    request_body = EnrollRequest,
+    responses(
+        (status = 201, description = "Enrolled", body = EnrollResponse),
+        (status = 400, description = "Malformed JSON", body = ErrorBody, content_type = "application/problem+json"),
+        (status = 413, description = "The body is too large", body = ErrorBody, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = ErrorBody, content_type = "application/problem+json"),
+        (status = 422, description = "A field out of bounds", body = ErrorBody, content_type = "application/problem+json"),
+    )
+)]
 async fn enroll(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<EnrollRequest>,
@@ -121,6 +136,17 @@ async fn enroll(
     ))
 }
 
+/// Every enrolled worker.
+#[utoipa::path(
+    get,
+    path = "/api/v1/workers",
+    tag = "workers",
+    security(("admin" = [])),
+    responses(
+        (status = 200, description = "The workers", body = Vec<WorkerView>),
+        (status = 401, description = "Missing or wrong admin token", body = ErrorBody, content_type = "application/problem+json"),
+    )
+)]
 async fn list_workers(
     State(state): State<AppState>,
     _admin: Admin,
@@ -162,6 +188,23 @@ pub fn worker_view(w: WorkerRow, policy: &trust::TrustPolicy) -> WorkerView {
     }
 }
 
+/// Leases up to `max_tasks` tasks to the calling worker.
+#[utoipa::path(
+    post,
+    path = "/api/v1/work/lease",
+    tag = "work",
+    security(("worker" = [])),
+    request_body = LeaseRequest,
+    responses(
+        (status = 200, description = "The leased tasks (maybe none)", body = LeaseResponse),
+        (status = 400, description = "Malformed JSON", body = ErrorBody, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or unknown worker token", body = ErrorBody, content_type = "application/problem+json"),
+        (status = 403, description = "The worker is banned", body = ErrorBody, content_type = "application/problem+json"),
+        (status = 413, description = "The body is too large", body = ErrorBody, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = ErrorBody, content_type = "application/problem+json"),
+        (status = 422, description = "Well-formed but refused", body = ErrorBody, content_type = "application/problem+json"),
+    )
+)]
 async fn lease(
     State(state): State<AppState>,
     WorkerAuth(worker): WorkerAuth,
@@ -282,6 +325,23 @@ async fn assignments(
     Ok(tasks)
 }
 
+/// Reports progress of the worker's in-flight tasks; the answer names tasks to abort.
+#[utoipa::path(
+    post,
+    path = "/api/v1/work/heartbeat",
+    tag = "work",
+    security(("worker" = [])),
+    request_body = HeartbeatRequest,
+    responses(
+        (status = 200, description = "Tasks to abort", body = HeartbeatResponse),
+        (status = 400, description = "Malformed JSON", body = ErrorBody, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or unknown worker token", body = ErrorBody, content_type = "application/problem+json"),
+        (status = 403, description = "The worker is banned", body = ErrorBody, content_type = "application/problem+json"),
+        (status = 413, description = "The body is too large", body = ErrorBody, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = ErrorBody, content_type = "application/problem+json"),
+        (status = 422, description = "Well-formed but refused", body = ErrorBody, content_type = "application/problem+json"),
+    )
+)]
 async fn heartbeat(
     State(state): State<AppState>,
     WorkerAuth(worker): WorkerAuth,
@@ -302,6 +362,22 @@ async fn heartbeat(
 
 /// A worker hands back tasks it will not compute (it is shutting down): they are reissued at
 /// once instead of waiting for their deadline. Tasks not leased to it are ignored.
+#[utoipa::path(
+    post,
+    path = "/api/v1/work/release",
+    tag = "work",
+    security(("worker" = [])),
+    request_body = ReleaseRequest,
+    responses(
+        (status = 200, description = "The released tasks", body = ReleaseResponse),
+        (status = 400, description = "Malformed JSON", body = ErrorBody, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or unknown worker token", body = ErrorBody, content_type = "application/problem+json"),
+        (status = 403, description = "The worker is banned", body = ErrorBody, content_type = "application/problem+json"),
+        (status = 413, description = "The body is too large", body = ErrorBody, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = ErrorBody, content_type = "application/problem+json"),
+        (status = 422, description = "Well-formed but refused", body = ErrorBody, content_type = "application/problem+json"),
+    )
+)]
 async fn release(
     State(state): State<AppState>,
     WorkerAuth(worker): WorkerAuth,
@@ -324,10 +400,38 @@ async fn release(
 }
 
 /// The calling worker as the coordinator sees it: its counts and credit.
+#[utoipa::path(
+    get,
+    path = "/api/v1/work/me",
+    tag = "work",
+    security(("worker" = [])),
+    responses(
+        (status = 200, description = "The worker", body = WorkerView),
+        (status = 401, description = "Missing or unknown worker token", body = ErrorBody, content_type = "application/problem+json"),
+        (status = 403, description = "The worker is banned", body = ErrorBody, content_type = "application/problem+json"),
+    )
+)]
 async fn me(State(state): State<AppState>, WorkerAuth(worker): WorkerAuth) -> Json<WorkerView> {
     Json(worker_view(worker, &state.settings().trust))
 }
 
+/// Reports results; each is accepted or refused with a reason.
+#[utoipa::path(
+    post,
+    path = "/api/v1/work/report",
+    tag = "work",
+    security(("worker" = [])),
+    request_body = ReportRequest,
+    responses(
+        (status = 200, description = "Which results were taken", body = ReportResponse),
+        (status = 400, description = "Malformed JSON", body = ErrorBody, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or unknown worker token", body = ErrorBody, content_type = "application/problem+json"),
+        (status = 403, description = "The worker is banned", body = ErrorBody, content_type = "application/problem+json"),
+        (status = 413, description = "The body is too large", body = ErrorBody, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = ErrorBody, content_type = "application/problem+json"),
+        (status = 422, description = "Well-formed but refused", body = ErrorBody, content_type = "application/problem+json"),
+    )
+)]
 async fn report(
     State(state): State<AppState>,
     WorkerAuth(worker): WorkerAuth,
@@ -391,7 +495,16 @@ async fn report(
             Some(TaskResultKind::Output(output)) => {
                 let info = state.job_info(target.job_id).await?;
                 let unit = info.plan.unit(target.unit_seq);
-                match info.app.check_output(&info.params, &unit, output) {
+                let max = info.app.max_output_bytes(&info.params, &unit);
+                let checked = if json_len_within(output, max) {
+                    info.app.check_output(&info.params, &unit, output)
+                } else {
+                    Err(sparecycles_apps::AppError(format!(
+                        "the output is larger than {max} bytes, the most this app's unit \
+                         can produce"
+                    )))
+                };
+                match checked {
                     Ok(()) => Outcome::Success(output.clone()),
                     // A malformed output is the worker's error, not a refusal: it counts.
                     Err(e) => {
@@ -428,6 +541,27 @@ async fn report(
         accepted: recorded,
         refused,
     }))
+}
+
+/// Whether `value` serializes to at most `max` bytes of compact JSON; stops counting early.
+pub fn json_len_within(value: &serde_json::Value, max: usize) -> bool {
+    struct Counter {
+        n: usize,
+        max: usize,
+    }
+    impl std::io::Write for Counter {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.n += buf.len();
+            if self.n > self.max {
+                return Err(std::io::Error::other("too large"));
+            }
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    serde_json::to_writer(&mut Counter { n: 0, max }, value).is_ok()
 }
 
 fn truncate(s: &str, max: usize) -> String {

@@ -7,6 +7,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use sparecycles_protocol::{Leaderboard, LeaderboardEntry, WorkerView, now_millis};
 
+use sparecycles_protocol::ErrorBody;
+
 use crate::auth::Admin;
 use crate::http::error::{ApiError, parse_id};
 use crate::http::work::worker_view;
@@ -22,6 +24,19 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/leaderboard", get(leaderboard))
 }
 
+/// Lifts a ban.
+#[utoipa::path(
+    post,
+    path = "/api/v1/workers/{id}/unban",
+    tag = "workers",
+    security(("admin" = [])),
+    params(("id" = String, Path, description = "The worker's id (a UUID)")),
+    responses(
+        (status = 200, description = "The worker", body = WorkerView),
+        (status = 401, description = "Missing or wrong admin token", body = ErrorBody, content_type = "application/problem+json"),
+        (status = 404, description = "No such worker", body = ErrorBody, content_type = "application/problem+json"),
+    )
+)]
 async fn unban(
     State(state): State<AppState>,
     _admin: Admin,
@@ -42,6 +57,14 @@ async fn unban(
     Ok(Json(worker_view(worker, &state.settings().trust)))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/leaderboard",
+    tag = "workers",
+    responses(
+        (status = 200, description = "Best first", body = Leaderboard),
+    )
+)]
 /// Credit per worker and per owner, best first; banned workers are left out.
 async fn leaderboard(State(state): State<AppState>) -> Result<Json<Leaderboard>, ApiError> {
     let now = now_millis();

@@ -3,6 +3,7 @@
 mod access;
 mod agent;
 mod backend;
+mod bounds;
 mod dashboard;
 mod fake_worker;
 mod helpers;
