@@ -620,7 +620,7 @@ def peers(tmp):
     env = dict(os.environ, BENCH_OUT=out, PYTHONDONTWRITEBYTECODE="1")
     # The kit waits up to 900 s for a quiet machine before each run; on a shared machine that
     # never comes, so by default it waits briefly and records the foreign load, as we do.
-    env.setdefault("BENCH_QUIET_MAX_WAIT_S", "10")
+    env.setdefault("BENCH_QUIET_MAX_WAIT_S", "3")
     env.setdefault("BENCH_MAX_RETRIES", "1")
     log(f"peers: bash {run_peers} (copy in {kit}), PEERS={env.get('PEERS', 'all')}, "
         f"BENCH_REPEATS={env.get('BENCH_REPEATS', '3 (kit default)')}")
@@ -692,7 +692,7 @@ def best(peers_res, key, higher=True):
 def report(res):
     L = []
     m = res["machine"]
-    L.append(f"Run {m['date']} on {m['host_desc']}; main at `{m['commit']}`; load average at start "
+    L.append(f"Run {m['date']} on {m['host_desc']}; code at `{m['commit']}`; load average at start "
              f"{m['load_start']}, at end {m.get('load_end', '-')}; command: `{m['command']}`.")
     L.append("")
     L.append("| workload | figure | SpareCycles | best peer | ours ÷ best peer | target | |")
@@ -821,8 +821,13 @@ def main():
             cpu = line.split(":", 1)[1].strip()
             break
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True,
-                            text=True).stdout.strip()
+    def rev(ref):
+        return subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", ref], capture_output=True,
+                              text=True).stdout.strip() or "?"
+
+    dirty = subprocess.run(["git", "-C", ROOT, "status", "--porcelain", "--untracked-files=no"],
+                           capture_output=True, text=True).stdout.strip()
+    commit = f"{rev('HEAD')}{' + uncommitted changes' if dirty else ''} (main {rev('main')})"
     res = {"machine": {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                        "host_desc": f"{NPROC} cores '{cpu}', {mem:.1f} GiB, kernel {os.uname().release}",
                        "commit": commit, "load_start": " ".join(f"{x:.2f}" for x in os.getloadavg()),
