@@ -174,6 +174,20 @@ def proc_rss_mib(pid):
     return vals.get("VmRSS"), vals.get("VmHWM")
 
 
+def ctx_switches(pid):
+    """Context switches (voluntary + involuntary) over all threads of a live process."""
+    total = 0
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{tid}/status") as f:
+                for line in f:
+                    if line.startswith(("voluntary_ctxt_switches:", "nonvoluntary_ctxt_switches:")):
+                        total += int(line.split()[1])
+    except (OSError, ValueError):
+        return None
+    return total
+
+
 class CpuWindow:
     """Over a part of the run: how many cores the machine was busy, how many of those were
     this benchmark's own processes, and the rest ("foreign": other users' builds). Own CPU is
@@ -362,17 +376,20 @@ def w1_once(tmp, units, quorum, profile_to=None):
                                "perf", stderr=open(profile_to + ".log", "w"))
             time.sleep(0.5)
         outf = os.path.join(c.dir, "bench.out")
+        cs0 = ctx_switches(c.pid)
         with open(outf, "w") as fo:
             b = PROCS.start([os.path.join(BIN, "coordinator"), "bench", "--coordinator", c.url, "--token", TOKEN,
                              "--units", str(units), "--workers", str(W1_WORKERS), "--concurrency",
                              str(W1_CONCURRENCY), "--batch", str(W1_BATCH), "--quorum", str(quorum),
                              "--pid", str(c.pid)], "bench", stdout=fo, stderr=subprocess.STDOUT)
             rc = PROCS.reap(b)
+        cs1 = ctx_switches(c.pid)
         if perf is not None:
             PROCS.stop(perf, sig=signal.SIGINT, grace=60)
         text = open(outf).read()
         r = {"units": units, "quorum": quorum, "workers": W1_WORKERS, "concurrency": W1_CONCURRENCY,
-             "batch": W1_BATCH, "exit": rc, "output": text.strip(), "loadgen_cpu_s": PROCS.cpu(b)}
+             "batch": W1_BATCH, "exit": rc, "output": text.strip(), "loadgen_cpu_s": PROCS.cpu(b),
+             "coord_ctx_switches_per_unit": (cs1 - cs0) / units if cs0 is not None and cs1 is not None else None}
         for k, pat in W1_PATTERNS.items():
             m = re.search(pat, text)
             r[k] = float(m.group(1)) if m else None
@@ -593,7 +610,8 @@ def profile(tmp):
     with open(os.path.join(OUT, "w1-profile.txt"), "w") as f:
         f.write(rep)
     return {"units": PROFILE_UNITS, "units_per_s": r["units_per_s"], "coord_cores": r["coord_cores"],
-            "loadgen_cores": r.get("loadgen_cores"), "top": rows[:12], "by_dso": by_dso[:6],
+            "loadgen_cores": r.get("loadgen_cores"), "ctx_per_unit": r.get("coord_ctx_switches_per_unit"),
+            "top": rows[:12], "by_dso": by_dso[:6],
             "by_thread": by_thread[:6]}
 
 
@@ -778,7 +796,8 @@ def report(res):
     for q, r in (res.get("w1") or {}).items():
         L.append(f"- W1 {q}: accepted in {fmt(r.get('accepted_s'), 3)} s, completed in {fmt(r.get('wall_s'), 2)} s; "
                  f"coordinator {fmt(r.get('coord_cores'), 2)} cores (peak RSS {fmt(r.get('coord_peak_rss_mib'))} MiB), "
-                 f"load generator {fmt(r.get('loadgen_cores'), 2)} cores; result {r.get('count')} "
+                 f"load generator {fmt(r.get('loadgen_cores'), 2)} cores; coordinator context switches per unit "
+                 f"{fmt(r.get('coord_ctx_switches_per_unit'), 1)} (all threads, including enrolment); result {r.get('count')} "
                  f"({'correct' if r.get('correct') else 'WRONG'}); foreign {r['cpu']['foreign_cores']} cores")
     if w2r:
         rr = "; ".join(f"{x['kernel_s']:.3f}/{x['ours_s']:.3f} s" for x in w2r["rounds"])
@@ -797,7 +816,8 @@ def report(res):
         L.append("")
         L.append(f"Coordinator profile during W1 quorum 1 ({prof['units']:,} units, {fmt(prof['units_per_s'])} units/s "
                  f"under perf; coordinator {fmt(prof['coord_cores'], 2)} cores, load generator "
-                 f"{fmt(prof['loadgen_cores'], 2)} cores). Self time by binary: "
+                 f"{fmt(prof['loadgen_cores'], 2)} cores; {fmt(prof.get('ctx_per_unit'), 1)} coordinator context "
+                 f"switches per unit). Self time by binary: "
                  + ", ".join(f"{d['dso']} {d['pct']:.1f}%" for d in prof["by_dso"]) + ". By thread: "
                  + ", ".join(f"{d['thread']} {d['pct']:.1f}%" for d in prof.get("by_thread", [])) + ". Top symbols:")
         L.append("")
