@@ -424,21 +424,27 @@ def w2(tmp):
     with CpuWindow() as w:
         c = Coordinator(tmp)
         try:
-            c.worker("w2", NPROC)
+            wp = c.worker("w2", NPROC)
             c.wait_workers(1)
             for i in range(W2_ROUNDS):
                 kc, kt = kernel(0, W2_END)
+                # Where the job's time goes: how many cores the worker and the coordinator used.
+                w0, c0 = proc_cpu_s(wp.pid), proc_cpu_s(c.pid)
                 wall, view, count = c.run_job(prime_job(f"w2-{i}", W2_END, W2_UNITS))
+                w1_, c1 = proc_cpu_s(wp.pid), proc_cpu_s(c.pid)
                 server = (view["finished_at"] - view["created_at"]) / 1000 if view.get("finished_at") else None
                 rounds.append({"kernel_s": kt, "kernel_count": kc, "ours_s": wall, "server_s": server,
                                "count": count, "correct": count == kc == PI.get(W2_END, kc),
-                               "efficiency": kt / wall})
+                               "efficiency": kt / wall,
+                               "worker_cores": round((w1_ - w0) / wall, 2) if w0 is not None else None,
+                               "coord_cores": round((c1 - c0) / wall, 2) if c0 is not None else None})
                 log(f"W2 round {i + 1}: kernel {kt:.3f}s, SpareCycles {wall:.3f}s, eff {kt / wall:.3f}")
         finally:
             c.stop()
     return {"end": W2_END, "units": W2_UNITS, "rounds": rounds, "cpu": w.stats,
             "kernel_s": median([r["kernel_s"] for r in rounds]), "ours_s": median([r["ours_s"] for r in rounds]),
-            "efficiency": median([r["efficiency"] for r in rounds]),
+            "efficiency": (median([r["kernel_s"] for r in rounds]) / median([r["ours_s"] for r in rounds])
+                           if rounds else None),
             "correct": all(r["correct"] for r in rounds)}
 
 
@@ -800,7 +806,8 @@ def report(res):
                  f"{fmt(r.get('coord_ctx_switches_per_unit'), 1)} (all threads, including enrolment); result {r.get('count')} "
                  f"({'correct' if r.get('correct') else 'WRONG'}); foreign {r['cpu']['foreign_cores']} cores")
     if w2r:
-        rr = "; ".join(f"{x['kernel_s']:.3f}/{x['ours_s']:.3f} s" for x in w2r["rounds"])
+        rr = "; ".join(f"{x['kernel_s']:.3f}/{x['ours_s']:.3f} s (worker {x.get('worker_cores')} cores, "
+                       f"coordinator {x.get('coord_cores')} cores)" for x in w2r["rounds"])
         L.append(f"- W2 rounds (kernel/job): {rr}; answers {'correct' if w2r['correct'] else 'WRONG'}; "
                  f"foreign {w2r['cpu']['foreign_cores']} cores")
     for r in res.get("w3") or []:
