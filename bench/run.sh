@@ -17,7 +17,9 @@
 # Parts: SKIP="w1 w2 w3 w4 primesieve peers profile" (any subset); SKIP_PEERS=1; SKIP_PROFILE=1.
 # Peers: PEERS_KIT (default ../shared/bench/peers), and the kit's own variables pass through
 #   (PEERS, BENCH_REPEATS, BENCH_W1_TASKS, SKIP_SERIAL, BENCH_QUIET_MAX_WAIT_S, ...). The kit
-#   runs from a copy in target/bench/peers-kit, so nothing is written into the shared kit.
+#   runs from a copy in target/bench/peers-kit, so nothing is written into the shared kit. Here
+#   it waits at most BENCH_QUIET_MAX_WAIT_S=3 s for a quiet machine and redoes no loaded run
+#   (BENCH_MAX_RETRIES=0): both sides run under the same load, which the table records.
 # BENCH_NICE=-10 runs everything (ours and the peers alike) at that priority on a shared machine.
 # BENCH_DIR: where results go (default target/bench).
 set -euo pipefail
