@@ -4,7 +4,8 @@
 # W1-W3 (Dask, Celery, Ray). Prints one markdown table (ours vs the best peer) and writes it to
 # target/bench/RESULTS.md (raw figures in target/bench/results.json). Loopback only.
 #
-#   bash bench/run.sh                                   # everything, full sizes (~15 min)
+#   bash bench/run.sh                                   # everything, full sizes (7 min with
+#                                                       # BENCH_REPEATS=1 on a quiet machine)
 #   SKIP_PEERS=1 W1_UNITS=5000 W1_WORKERS=100 W2_END=200000000 W2_ROUNDS=1 \
 #     W3_SUSPECT=2 W4_UNITS=100000 W4_SECS=3 PS_END=200000000 PS_ROUNDS=1 \
 #     PROFILE_UNITS=3000 bash bench/run.sh              # smoke run, about a minute
