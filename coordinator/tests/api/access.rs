@@ -84,6 +84,8 @@ fn routes() -> Vec<Route> {
         route(M::GET, "/healthz", None, Fixed, public),
         route(M::GET, "/readyz", None, Fixed, public),
         route(M::GET, "/metrics", None, Fixed, public),
+        route(M::GET, "/api/v1/openapi.json", None, Fixed, public),
+        route(M::GET, "/api/v1/docs", None, Fixed, public),
         route(M::GET, "/api/v1/events", None, Fixed, public),
         route(M::GET, "/api/v1/leaderboard", None, Fixed, public),
         route(M::GET, "/api/v1/job-specs", None, Fixed, public),
