@@ -28,7 +28,7 @@ pub fn router() -> Router<AppState> {
     path = "/api/v1/modules",
     tag = "jobs",
     security(("admin" = [])),
-    request_body(content = Vec<u8>, content_type = "application/wasm", description = "A WebAssembly module, binary or text format (at most 4 MiB)"),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "A WebAssembly module, binary or text format (at most 4 MiB); any content type"),
     responses(
         (status = 201, description = "Stored", body = ModuleView),
         (status = 200, description = "Already stored", body = ModuleView),
