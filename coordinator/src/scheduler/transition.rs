@@ -92,9 +92,13 @@ pub async fn pass(state: &AppState) -> anyhow::Result<()> {
                 decision,
             });
         }
-        new_work |= verdicts
-            .iter()
-            .any(|v| matches!(v.decision, Decision::Pending { new_tasks } if new_tasks > 0));
+        // New tasks to lease, or validated results that raise a worker's quota: either may
+        // let a waiting lease through.
+        new_work |= verdicts.iter().any(|v| match v.decision {
+            Decision::Pending { new_tasks } => new_tasks > 0,
+            Decision::Valid { .. } => true,
+            Decision::Failed { .. } => false,
+        });
         let decided = crate::events::Decided::of(&verdicts);
         store
             .apply_verdicts(verdicts, &state.settings().trust, now_millis())
