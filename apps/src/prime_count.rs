@@ -116,7 +116,7 @@ impl App for PrimeCount {
         if span.is_empty() {
             return Ok(json!(Count { count: 0 }));
         }
-        let sieve = Sieve::new(span.end);
+        let sieve = Sieve::shared(span.end);
         let threads = rayon::current_num_threads() as u64;
         let piece_len = span
             .len()
@@ -240,10 +240,16 @@ impl Chunks {
 /// first multiples (about one division per base prime: 35 ms near 10^15, as long as sieving
 /// 25 million numbers there) stays a small part of the work.
 fn chunks(span: Span, threads: u64) -> Chunks {
-    let size = span
-        .len()
-        .div_ceil(threads.max(1) * 4)
-        .max(min_chunk(span.end));
+    let threads = threads.max(1);
+    let most = span.len().div_ceil(min_chunk(span.end)).max(1);
+    // As many equal pieces as the threads (times up to 4) when the span is long enough; a
+    // count that is not a multiple of the threads would leave one thread a piece more to do.
+    let count = if most >= threads {
+        (most.min(threads * 4) / threads) * threads
+    } else {
+        most
+    };
+    let size = span.len().div_ceil(count);
     Chunks {
         span,
         size,

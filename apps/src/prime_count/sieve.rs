@@ -37,9 +37,16 @@ pub const FIRST_SIEVED: u64 = 79;
 /// What sieving below some bound needs: the base primes (from [`FIRST_SIEVED`] on) and the
 /// pre-sieve patterns.
 pub struct Sieve {
+    /// The bound given to [`Sieve::new`].
+    hi: u64,
     primes: Vec<u32>,
-    patterns: Vec<Vec<u8>>,
+    patterns: &'static [Vec<u8>],
 }
+
+/// The pre-sieve patterns are the same for every sieve: built once per process (about 0.1 ms,
+/// which short units would otherwise pay each time).
+static PATTERN_TABLE: std::sync::LazyLock<Vec<Vec<u8>>> =
+    std::sync::LazyLock::new(|| PATTERNS.iter().map(|group| pattern(group)).collect());
 
 /// A base prime smaller than a segment, and where its next multiple falls.
 struct Small {
@@ -61,15 +68,17 @@ impl Sieve {
     /// Everything needed to sieve ranges below `hi`: base primes up to `sqrt(hi - 1)`.
     pub fn new(hi: u64) -> Self {
         let limit = hi.saturating_sub(1).isqrt();
-        let patterns = PATTERNS.iter().map(|group| pattern(group)).collect();
+        let patterns = PATTERN_TABLE.as_slice();
         if limit < FIRST_SIEVED {
             return Sieve {
+                hi,
                 primes: Vec::new(),
                 patterns,
             };
         }
         // The base primes come from the same segmented sieve, seeded by a tiny plain one.
         let seed = Sieve {
+            hi,
             primes: small_primes(limit.isqrt())
                 .into_iter()
                 .filter(|&p| u64::from(p) >= FIRST_SIEVED)
@@ -90,8 +99,25 @@ impl Sieve {
         // Without a context there is nothing to cancel.
         let _ = seed.for_each_segment(FIRST_SIEVED, limit + 1, None, collect);
         Sieve {
+            hi,
             primes,
             patterns: seed.patterns,
+        }
+    }
+
+    /// A sieve for ranges below `hi`, shared by the units of a process: consecutive units of a
+    /// job need the same base primes, and finding them again costs short units a large part of
+    /// their time. Keeps the largest one made so far.
+    pub fn shared(hi: u64) -> std::sync::Arc<Sieve> {
+        static LAST: std::sync::Mutex<Option<std::sync::Arc<Sieve>>> = std::sync::Mutex::new(None);
+        let mut last = LAST.lock().unwrap_or_else(|e| e.into_inner());
+        match &*last {
+            Some(sieve) if sieve.hi >= hi => sieve.clone(),
+            _ => {
+                let sieve = std::sync::Arc::new(Sieve::new(hi));
+                *last = Some(sieve.clone());
+                sieve
+            }
         }
     }
 
