@@ -129,6 +129,11 @@ pub struct TaskAssignment {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LeaseResponse {
     pub tasks: Vec<TaskAssignment>,
+    /// How many tasks this worker may hold at once, leased and not yet reported; it grows
+    /// with valid results and halves on failures. Workers size their buffer by it, so that
+    /// they lease many tasks at a time instead of a few each call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quota: Option<u32>,
 }
 
 /// Progress of one in-flight task, 0.0 to 1.0.

@@ -153,8 +153,14 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
                     .send()
                     .await
                 {
-                    Ok(r) => r.json().await.unwrap_or(LeaseResponse { tasks: vec![] }),
-                    Err(_) => LeaseResponse { tasks: vec![] },
+                    Ok(r) => r.json().await.unwrap_or(LeaseResponse {
+                        tasks: vec![],
+                        quota: None,
+                    }),
+                    Err(_) => LeaseResponse {
+                        tasks: vec![],
+                        quota: None,
+                    },
                 };
                 let lease_time = t.elapsed();
                 let results: Vec<TaskResult> = lease

@@ -238,6 +238,8 @@ async fn lease(
         )));
     }
     let now = now_millis();
+    // As of authentication: a hint for the worker's buffer, the store enforces the real one.
+    let quota = Some(worker.quota);
     let mut tasks = Vec::new();
     if let Some(held) = &req.held {
         // BOINC's "resend lost results": a lease committed just before a crash, or whose
@@ -258,7 +260,7 @@ async fn lease(
     }
     let wanted = req.max_tasks.saturating_sub(tasks.len() as u32);
     if wanted == 0 || apps.is_empty() {
-        return Ok(Json(LeaseResponse { tasks }));
+        return Ok(Json(LeaseResponse { tasks, quota }));
     }
     let settings = state.settings();
     let wait = Duration::from_millis(req.wait_ms.unwrap_or(0).min(MAX_LEASE_WAIT_MS).into());
@@ -281,11 +283,11 @@ async fn lease(
         if !leased.is_empty() || !tasks.is_empty() {
             metrics::counter!(crate::metrics::TASKS_LEASED).increment(leased.len() as u64);
             tasks.extend(assignments(&state, leased).await?);
-            return Ok(Json(LeaseResponse { tasks }));
+            return Ok(Json(LeaseResponse { tasks, quota }));
         }
         let left = give_up.saturating_duration_since(tokio::time::Instant::now());
         if left.is_zero() || state.closing() {
-            return Ok(Json(LeaseResponse { tasks }));
+            return Ok(Json(LeaseResponse { tasks, quota }));
         }
         // Another coordinator on the same database cannot signal this one: look again now
         // and then even without a signal.

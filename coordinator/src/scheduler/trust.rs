@@ -43,14 +43,25 @@ pub fn initial_quota(cores: u32) -> u32 {
     (2 * cores + 4).min(max_quota(cores))
 }
 
-/// The most tasks a worker may ever hold: enough to keep its cores and prefetch busy.
+/// The most tasks a worker may ever hold: enough for a buffer of short units (a worker leases
+/// about half a second of work at a time) without a call per unit.
 pub fn max_quota(cores: u32) -> u32 {
-    (8 * cores + 16).min(1000)
+    (64 * cores + 64).min(1000)
 }
 
-/// BOINC's daily-quota idea: a valid result earns room, a failure halves it.
-pub fn quota_after_valid(quota: u32, cores: u32) -> u32 {
-    (quota + 2).min(max_quota(cores))
+/// BOINC's daily-quota idea: each valid result earns room (2 tasks, or a quarter of the quota
+/// when that is more, so a good worker reaches its maximum after a few dozen results), a failure
+/// halves it.
+pub fn quota_after_valid(quota: u32, valid: u64, cores: u32) -> u32 {
+    let max = max_quota(cores);
+    let mut quota = quota.min(max);
+    for _ in 0..valid {
+        if quota >= max {
+            break;
+        }
+        quota = (quota + (quota / 4).max(2)).min(max);
+    }
+    quota
 }
 
 pub fn quota_after_failure(quota: u32) -> u32 {
@@ -100,8 +111,12 @@ mod tests {
         assert_eq!(q, 8);
         assert_eq!(quota_after_failure(q), 4);
         assert_eq!(quota_after_failure(1), 1);
-        assert_eq!(quota_after_valid(31, 2), 32);
-        assert_eq!(quota_after_valid(32, 2), 32);
+        assert_eq!(quota_after_valid(4, 1, 2), 6);
+        assert_eq!(quota_after_valid(8, 1, 2), 10);
+        assert_eq!(quota_after_valid(100, 1, 2), 125);
+        assert_eq!(quota_after_valid(190, 1, 2), max_quota(2));
+        assert_eq!(quota_after_valid(8, 1_000_000, 2), max_quota(2));
+        assert_eq!(max_quota(2), 192);
     }
 
     #[test]

@@ -11,6 +11,9 @@ use crate::client::ClientError;
 /// How long the coordinator may hold a lease waiting for work: well under the request timeout.
 const LEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// Longest wait for waiting results to go out before a lease.
+const FLUSH_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Leases until stopped: asks for as many tasks as the buffer lacks, waits `idle_poll` when
 /// the coordinator has none, and backs off while it is unreachable.
 pub(crate) async fn lease_loop(shared: Arc<Shared>) {
@@ -31,6 +34,10 @@ pub(crate) async fn lease_loop(shared: Arc<Shared>) {
                 _ = stop.wait() => return,
             }
         }
+        if shared.reports.pending() > 0 {
+            // Results not yet reported hold quota room: send them first.
+            shared.reports.flush(FLUSH_WAIT).await;
+        }
         let (generation, client) = shared.session.client();
         let request = LeaseRequest {
             max_tasks: shared.config.lease_size(wanted),
@@ -45,6 +52,7 @@ pub(crate) async fn lease_loop(shared: Arc<Shared>) {
         match answer {
             Ok(leased) if leased.tasks.is_empty() => {
                 backoff.reset();
+                shared.tasks.set_quota(leased.quota);
                 // A coordinator that waited for work can be asked again at once; one that
                 // answered at once (older, or shutting down) is polled.
                 if asked.elapsed() < LEASE_WAIT / 2 && !stop.sleep(shared.config.idle_poll).await {
@@ -53,7 +61,8 @@ pub(crate) async fn lease_loop(shared: Arc<Shared>) {
             }
             Ok(leased) => {
                 backoff.reset();
-                tracing::debug!(count = leased.tasks.len(), "leased tasks");
+                tracing::debug!(count = leased.tasks.len(), quota = ?leased.quota, "leased tasks");
+                shared.tasks.set_quota(leased.quota);
                 shared.tasks.add(leased.tasks);
             }
             Err(ClientError::Unauthorized) => {

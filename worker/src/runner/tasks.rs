@@ -30,6 +30,8 @@ struct Inner {
     paused: bool,
     /// Moving average of how long a unit took, in seconds (`None` before the first).
     unit_secs: Option<f64>,
+    /// How many tasks the coordinator lets this worker hold (`None` until it says).
+    quota: Option<usize>,
 }
 
 /// Enough buffered work to cover this long: short units are leased many at a time, so the
@@ -84,9 +86,26 @@ impl Tasks {
         let by_time = inner.unit_secs.map_or(0, |secs| {
             (BUFFER_TIME_SECS / secs.max(1e-6)).ceil() as usize
         });
-        let target = 1 + prefetch.max(by_time).min(MAX_HELD - 1);
+        let mut target = 1 + prefetch.max(by_time).min(MAX_HELD - 1);
+        if let Some(quota) = inner.quota {
+            // Asking past the quota only gets a few tasks per call as results free room.
+            target = target.min(quota.max(1));
+        }
         let low = if target > 4 { target / 2 } else { target - 1 };
         if held > low { 0 } else { target - held }
+    }
+
+    /// Notes the coordinator's quota for this worker, for sizing the buffer.
+    pub(crate) fn set_quota(&self, quota: Option<u32>) {
+        if let Some(quota) = quota {
+            self.lock().quota = Some(quota as usize);
+        }
+    }
+
+    /// Whether no task is buffered or being computed.
+    pub(crate) fn is_idle(&self) -> bool {
+        let inner = self.lock();
+        inner.queue.is_empty() && inner.current.is_none()
     }
 
     /// Notes how long a unit took, for sizing the buffer.
@@ -127,11 +146,23 @@ impl Tasks {
     /// (paused if computing is paused). `None` when the buffer is empty or a task is already
     /// current.
     pub(crate) fn start_next(&self, now: Millis) -> Option<(TaskAssignment, ComputeCtx)> {
+        self.start_next_if(now, |_| true)
+    }
+
+    /// Like [`Tasks::start_next`], but only when the next task passes `ok`.
+    pub(crate) fn start_next_if(
+        &self,
+        now: Millis,
+        ok: impl FnOnce(&TaskAssignment) -> bool,
+    ) -> Option<(TaskAssignment, ComputeCtx)> {
         let mut inner = self.lock();
         if inner.current.is_some() {
             return None;
         }
         inner.drop_expired(now);
+        if !ok(inner.queue.front()?) {
+            return None;
+        }
         let task = inner.queue.pop_front()?;
         let ctx = ComputeCtx::new();
         ctx.set_paused(inner.paused);
@@ -344,5 +375,24 @@ mod tests {
         let gone: Vec<Uuid> = held[..60].iter().map(|t| t.task_id).collect();
         tasks.abort(&gone);
         assert_eq!(tasks.wanted(2, 0), MAX_HELD - 90);
+    }
+
+    #[test]
+    fn the_quota_caps_the_buffer() {
+        let tasks = Tasks::default();
+        tasks.record_duration(std::time::Duration::from_millis(2));
+        tasks.set_quota(Some(8));
+        assert_eq!(tasks.wanted(2, 0), 8);
+        tasks.add((0..5).map(|_| task(100)).collect());
+        assert_eq!(tasks.wanted(2, 0), 0, "above half the quota");
+        tasks.set_quota(None);
+        assert_eq!(
+            tasks.wanted(2, 0),
+            0,
+            "an answer without a quota keeps the last one"
+        );
+        assert!(!tasks.is_idle());
+        tasks.clear();
+        assert!(tasks.is_idle());
     }
 }

@@ -86,7 +86,7 @@ async fn lease(
     let n = (req.max_tasks as usize).min(fake.queue.len());
     let tasks: Vec<TaskAssignment> = fake.queue.drain(..n).collect();
     fake.leased.extend(tasks.iter().map(|t| t.task_id));
-    Json(LeaseResponse { tasks }).into_response()
+    Json(LeaseResponse { tasks, quota: None }).into_response()
 }
 
 async fn heartbeat(

@@ -8,7 +8,7 @@ use sqlx::{Row, SqliteConnection};
 use uuid::Uuid;
 
 use super::{id_list, uuid_col};
-use crate::scheduler::trust::{TrustPolicy, decay, max_quota};
+use crate::scheduler::trust::{TrustPolicy, decay, quota_after_valid};
 use crate::store::StoreResult;
 
 /// What one transitioner batch changes about one worker.
@@ -50,7 +50,7 @@ pub(super) async fn apply(
             caught.push(worker);
         } else {
             streak += d.valid;
-            quota = (quota + 2 * d.valid as u32).min(max_quota(cores));
+            quota = quota_after_valid(quota, d.valid as u64, cores);
         }
         let rac = decay(row.try_get("rac")?, row.try_get("rac_time")?, now) + d.credit;
         let banned = row.try_get::<i64, _>("banned")? != 0
