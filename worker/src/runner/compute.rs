@@ -1,8 +1,9 @@
 //! The compute thread: the only place CPU work happens, off the async runtime.
 //!
 //! One dedicated OS thread owns a rayon pool of the allowed size and computes one unit at a time
-//! inside it; units arrive over a channel and outcomes go back over another, so heartbeats and
-//! HTTP keep flowing while every core is busy.
+//! inside it. The dispatcher hands it units over a channel; when a unit ends the thread settles
+//! it (outbox, report queue) and goes straight on to the next buffered built-in unit itself, so
+//! short units do not leave the cores idle for a round trip through the async runtime each.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,11 +13,13 @@ use std::time::{Duration, Instant};
 use rayon::ThreadPool;
 use serde_json::Value;
 use sparecycles_apps::{App, ComputeCtx, ComputeError};
-use sparecycles_protocol::{TaskAssignment, now_millis};
+use sparecycles_protocol::{TaskAssignment, TaskResult, now_millis};
 use sparecycles_wasm::WasmApp;
 use tokio::sync::mpsc::UnboundedSender;
 use uuid::Uuid;
 
+use super::Shared;
+use super::dispatch::{prepare, settle};
 use crate::checkpoint::{Checkpoints, Saved};
 
 /// A unit to compute, with the context the worker uses to cancel it and read its progress.
@@ -48,19 +51,26 @@ pub(crate) struct Outcome {
     pub(crate) elapsed: Duration,
 }
 
-/// Handle on the compute thread; dropping it ends the thread after its current unit. The thread
-/// is never joined: a unit that ignores cancellation must not hold up shutdown.
+/// Tells the dispatcher a unit was settled, and whether the thread went on with another.
+#[derive(Debug)]
+pub(crate) struct Settled {
+    pub(crate) next_started: bool,
+}
+
+/// Handle on the compute thread; dropping it ends the thread after its current units. The
+/// thread is never joined: a unit that ignores cancellation must not hold up shutdown.
 pub(crate) struct ComputeThread {
     pub(crate) jobs: mpsc::Sender<Job>,
 }
 
 /// Builds the pool (so a failure surfaces now, not in a thread) and starts the thread.
 pub(crate) fn spawn(
-    cores: usize,
-    outcomes: UnboundedSender<Outcome>,
+    shared: Arc<Shared>,
+    settled: UnboundedSender<Settled>,
+    results: UnboundedSender<TaskResult>,
 ) -> std::io::Result<ComputeThread> {
     let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(cores.max(1))
+        .num_threads(shared.config.cores.max(1))
         .thread_name(|i| format!("compute-{i}"))
         .start_handler(|_| {
             crate::priority::lower_current_thread();
@@ -71,14 +81,35 @@ pub(crate) fn spawn(
     std::thread::Builder::new()
         .name("compute".into())
         .spawn(move || {
-            while let Ok(job) = rx.recv() {
-                let outcome = compute(&pool, job);
-                if outcomes.send(outcome).is_err() {
-                    break;
+            while let Ok(mut job) = rx.recv() {
+                loop {
+                    let outcome = compute(&pool, job);
+                    settle(&shared, &results, outcome);
+                    let next = next_builtin(&shared);
+                    let next_started = next.is_some();
+                    if settled.send(Settled { next_started }).is_err() {
+                        return;
+                    }
+                    match next {
+                        Some(next) => job = next,
+                        None => break,
+                    }
                 }
             }
         })?;
     Ok(ComputeThread { jobs })
+}
+
+/// The next buffered unit, when it needs nothing from the network (a built-in app): the
+/// thread starts it without waiting for the dispatcher. Never after shutdown began.
+fn next_builtin(shared: &Shared) -> Option<Job> {
+    if shared.stop.is_stopped() {
+        return None;
+    }
+    let (task, ctx) = shared.tasks.start_next_if(now_millis(), |task| {
+        sparecycles_wasm::module_hash(&task.app).is_none()
+    })?;
+    Some(prepare(shared, task, ctx, None))
 }
 
 /// Computes one unit; an unknown app or a panicking app becomes a failed result.

@@ -1,17 +1,18 @@
-//! The dispatcher: feeds buffered tasks to the compute thread one at a time and turns each
-//! outcome into a result, stored in the outbox before it is handed to the report loop.
+//! The dispatcher: starts buffered units on the compute thread whenever it is idle (fetching a
+//! module first when the unit needs one), and stops it at shutdown. The compute thread settles
+//! each unit itself (see [`settle`]) and goes on to the next built-in unit on its own.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use sparecycles_apps::ComputeError;
+use sparecycles_apps::{ComputeCtx, ComputeError};
 use sparecycles_protocol::work::MAX_ERROR_BYTES;
-use sparecycles_protocol::{TaskResult, now_millis};
+use sparecycles_protocol::{TaskAssignment, TaskResult, now_millis};
+use sparecycles_wasm::WasmApp;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 
 use super::Shared;
-use super::compute::{ComputeThread, Job, Outcome, Saver};
-use crate::outbox::Outbox;
+use super::compute::{ComputeThread, Job, Outcome, Saver, Settled};
 
 /// How long a canceled unit may take to notice, at shutdown, before it is abandoned.
 const CANCEL_GRACE: Duration = Duration::from_secs(2);
@@ -27,126 +28,173 @@ pub(crate) enum DispatchError {
     ComputeThreadGone,
 }
 
-/// Runs until stopped. On stop it cancels the running unit and waits briefly for it, so that a
-/// unit finishing at that very moment is still stored and reported.
+/// Runs until stopped. On stop it lets the running unit checkpoint and stop, cancelling it if
+/// it takes long, so that a unit finishing at that very moment is still stored and reported.
 pub(crate) async fn dispatch_loop(
     shared: Arc<Shared>,
     compute: ComputeThread,
-    mut outcomes: UnboundedReceiver<Outcome>,
-    outbox: Outbox,
+    mut settled: UnboundedReceiver<Settled>,
     results: UnboundedSender<TaskResult>,
 ) -> Result<(), DispatchError> {
     let stop = &shared.stop;
+    // Whether the compute thread has a unit (it may go on to the next by itself).
+    let mut busy = false;
     loop {
-        let (task, ctx) = loop {
-            if stop.is_stopped() {
-                return Ok(());
+        if !busy
+            && !stop.is_stopped()
+            && let Some((task, ctx)) = shared.tasks.start_next(now_millis())
+        {
+            busy = start(&shared, &compute, &results, task, ctx).await?;
+            if !busy {
+                continue;
             }
-            if let Some(next) = shared.tasks.start_next(now_millis()) {
-                break next;
+        }
+        if busy {
+            tokio::select! {
+                done = settled.recv() => match done {
+                    Some(done) => busy = done.next_started,
+                    None => return Err(DispatchError::ComputeThreadGone),
+                },
+                _ = stop.wait() => {
+                    wind_down(&shared, &mut settled).await;
+                    return Ok(());
+                }
             }
+        } else {
             tokio::select! {
                 _ = shared.tasks.work.notified() => {}
                 _ = stop.wait() => return Ok(()),
             }
-        };
-        let task_id = task.task_id;
-        let checkpoint = shared.checkpoints.load(task_id).filter(|s| s.task == task);
-        match &checkpoint {
-            Some(saved) => {
-                tracing::info!(task = %task_id, app = %task.app, unit_seq = task.unit_seq,
-                    progress = saved.progress, checkpoint = %saved.checkpoint,
-                    "resuming unit from checkpoint");
-                shared.tasks.set_resumed(task_id, saved.progress);
-            }
-            None => {
-                tracing::debug!(task = %task_id, app = %task.app, unit_seq = task.unit_seq, "computing unit");
-            }
         }
-        let wind_down = shared
-            .tasks
-            .current()
-            .map(|c| c.wind_down)
-            .unwrap_or_default();
-        let module = match sparecycles_wasm::module_hash(&task.app) {
-            None => None,
-            Some(sha256) => {
-                let (_, client) = shared.session.client();
-                match shared.modules.get(&client, sha256).await {
-                    Ok(module) => Some(module),
-                    Err(msg) => {
-                        // Never computed: the module is refused, unavailable or not the one
-                        // the job names. The task error tells the coordinator why.
-                        let outcome = Outcome {
-                            task_id,
-                            app: task.app.clone(),
-                            result: Err(ComputeError::Failed(msg)),
-                            elapsed: Duration::ZERO,
-                        };
-                        settle(&shared, &outbox, &results, outcome).await;
-                        continue;
-                    }
-                }
-            }
-        };
-        let job = Job {
-            task,
-            ctx: ctx.clone(),
-            checkpoint: checkpoint.map(|s| s.checkpoint),
-            saver: Some(Saver {
-                store: shared.checkpoints.clone(),
-                interval: shared.config.policy.checkpoint_interval,
-                wind_down,
-            }),
-            module,
-        };
-        if compute.jobs.send(job).is_err() {
-            shared.tasks.finish(task_id);
-            return Err(DispatchError::ComputeThreadGone);
-        }
-        let outcome = tokio::select! {
-            outcome = outcomes.recv() => outcome,
-            _ = stop.wait() => {
-                // The runner asked the unit to checkpoint and stop; give it a moment, then cancel.
-                let outcome = match tokio::time::timeout(CANCEL_GRACE, outcomes.recv()).await {
-                    Ok(outcome) => outcome,
-                    Err(_) => {
-                        ctx.cancel();
-                        tokio::time::timeout(CANCEL_GRACE, outcomes.recv()).await.ok().flatten()
-                    }
-                };
-                if outcome.is_none() {
-                    tracing::warn!(task = %task_id, "unit did not stop in time; abandoning it");
-                    shared.set_unfinished(task_id);
-                    shared.tasks.finish(task_id);
-                    return Ok(());
-                }
-                outcome
-            }
-        };
-        let Some(outcome) = outcome else {
-            shared.tasks.finish(task_id);
-            return Err(DispatchError::ComputeThreadGone);
-        };
-        settle(&shared, &outbox, &results, outcome).await;
     }
 }
 
-/// Stores and hands on the result of a finished unit, and forgets the unit.
-async fn settle(
-    shared: &Shared,
-    outbox: &Outbox,
+/// Hands a started task to the compute thread; `false` when it was settled at once instead
+/// (its module is refused or unavailable).
+async fn start(
+    shared: &Arc<Shared>,
+    compute: &ComputeThread,
     results: &UnboundedSender<TaskResult>,
-    outcome: Outcome,
-) {
+    task: TaskAssignment,
+    ctx: ComputeCtx,
+) -> Result<bool, DispatchError> {
+    let task_id = task.task_id;
+    let module = match sparecycles_wasm::module_hash(&task.app) {
+        None => None,
+        Some(sha256) => {
+            let (_, client) = shared.session.client();
+            match shared.modules.get(&client, sha256).await {
+                Ok(module) => Some(module),
+                Err(msg) => {
+                    // Never computed: the module is refused, unavailable or not the one the
+                    // job names. The task error tells the coordinator why.
+                    let outcome = Outcome {
+                        task_id,
+                        app: task.app.clone(),
+                        result: Err(ComputeError::Failed(msg)),
+                        elapsed: Duration::ZERO,
+                    };
+                    let (shared, results) = (shared.clone(), results.clone());
+                    let _ = tokio::task::spawn_blocking(move || settle(&shared, &results, outcome))
+                        .await;
+                    return Ok(false);
+                }
+            }
+        }
+    };
+    let job = prepare(shared, task, ctx, module);
+    if compute.jobs.send(job).is_err() {
+        shared.tasks.finish(task_id);
+        return Err(DispatchError::ComputeThreadGone);
+    }
+    Ok(true)
+}
+
+/// Shutdown: the runner asked the running unit to checkpoint and stop; give it a moment, then
+/// cancel it, and abandon it if even that is not noticed.
+async fn wind_down(shared: &Shared, settled: &mut UnboundedReceiver<Settled>) {
+    loop {
+        let running = shared.tasks.current();
+        let done = match tokio::time::timeout(CANCEL_GRACE, settled.recv()).await {
+            Ok(done) => done,
+            Err(_) => {
+                if let Some(c) = &running {
+                    c.ctx.cancel();
+                }
+                tokio::time::timeout(CANCEL_GRACE, settled.recv())
+                    .await
+                    .ok()
+                    .flatten()
+            }
+        };
+        match done {
+            // A unit started just as shutdown began is wound down the same way.
+            Some(done) if done.next_started => continue,
+            Some(_) => return,
+            None => {
+                if let Some(c) = running {
+                    let task_id = c.task.task_id;
+                    tracing::warn!(task = %task_id, "unit did not stop in time; abandoning it");
+                    shared.set_unfinished(task_id);
+                    shared.tasks.finish(task_id);
+                }
+                return;
+            }
+        }
+    }
+}
+
+/// The job for a task just made current: its checkpoint (if one fits), and how to save more.
+pub(crate) fn prepare(
+    shared: &Shared,
+    task: TaskAssignment,
+    ctx: ComputeCtx,
+    module: Option<Arc<WasmApp>>,
+) -> Job {
+    let task_id = task.task_id;
+    let checkpoint = shared.checkpoints.load(task_id).filter(|s| s.task == task);
+    match &checkpoint {
+        Some(saved) => {
+            tracing::info!(task = %task_id, app = %task.app, unit_seq = task.unit_seq,
+                progress = saved.progress, checkpoint = %saved.checkpoint,
+                "resuming unit from checkpoint");
+            shared.tasks.set_resumed(task_id, saved.progress);
+        }
+        None => {
+            tracing::debug!(task = %task_id, app = %task.app, unit_seq = task.unit_seq, "computing unit");
+        }
+    }
+    let wind_down = shared
+        .tasks
+        .current()
+        .map(|c| c.wind_down)
+        .unwrap_or_default();
+    Job {
+        task,
+        ctx,
+        checkpoint: checkpoint.map(|s| s.checkpoint),
+        saver: Some(Saver {
+            store: shared.checkpoints.clone(),
+            interval: shared.config.policy.checkpoint_interval,
+            wind_down,
+        }),
+        module,
+    }
+}
+
+/// Stores the result of a finished unit in the outbox, forgets the unit, and hands the result
+/// to the report loop. Runs on the compute thread (blocking file writes are fine there).
+pub(crate) fn settle(shared: &Shared, results: &UnboundedSender<TaskResult>, outcome: Outcome) {
     let task_id = outcome.task_id;
     let canceled = matches!(outcome.result, Err(ComputeError::Canceled));
     let durable = outcome.elapsed >= SYNC_RESULTS_AFTER;
     shared.tasks.record_duration(outcome.elapsed);
-    if let Some(result) = into_result(outcome) {
-        store(outbox, &result, durable).await;
-        // The report loop only ends after the dispatcher, so the send fails only in shutdown.
-        let _ = results.send(result);
+    let result = into_result(outcome);
+    if let Some(result) = &result
+        && let Err(e) = shared.outbox.write_with(result, durable)
+    {
+        // The result is still sent from memory, but would not survive a restart: say so loudly.
+        tracing::error!(task = %result.task_id, error = %e, "could not store result in the outbox");
     }
     if canceled && shared.stop.is_stopped() {
         // Stopped by shutdown: its checkpoint (if any) is resumed by the next run.
@@ -154,7 +202,13 @@ async fn settle(
     } else if let Err(e) = shared.checkpoints.remove(task_id) {
         tracing::warn!(task = %task_id, error = %e, "cannot remove a checkpoint");
     }
+    // Finished before the result is handed on, so the report loop sees an idle worker when this
+    // was the last unit (and reports at once). The outbox holds it meanwhile.
     shared.tasks.finish(task_id);
+    if let Some(result) = result {
+        // The report loop only ends after the dispatcher, so the send fails only in shutdown.
+        let _ = results.send(result);
+    }
 }
 
 /// The result to report, or `None` for a canceled unit (nothing to say about it).
@@ -177,22 +231,6 @@ fn into_result(outcome: Outcome) -> Option<TaskResult> {
         Err(ComputeError::Canceled) => {
             tracing::debug!(task = %task_id, %app, ?elapsed, "unit canceled");
             None
-        }
-    }
-}
-
-/// Writes the result to the outbox off the async threads. If the disk fails the result is still
-/// sent from memory, but it would not survive a restart: say so loudly.
-async fn store(outbox: &Outbox, result: &TaskResult, durable: bool) {
-    let (outbox, copy) = (outbox.clone(), result.clone());
-    let written = tokio::task::spawn_blocking(move || outbox.write_with(&copy, durable)).await;
-    match written {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => {
-            tracing::error!(task = %result.task_id, error = %e, "could not store result in the outbox");
-        }
-        Err(e) => {
-            tracing::error!(task = %result.task_id, error = %e, "outbox write task failed");
         }
     }
 }

@@ -52,6 +52,7 @@ pub(crate) struct Shared {
     /// Results not yet delivered; the lease loop names their tasks as still held.
     outbox: Outbox,
     modules: crate::modules::Modules,
+    reports: report::ReportGate,
     /// The unit shutdown interrupted, if any.
     unfinished: Mutex<Option<Uuid>>,
 }
@@ -116,8 +117,6 @@ pub async fn run(
         );
     }
 
-    let (outcome_tx, outcome_rx) = tokio::sync::mpsc::unbounded_channel();
-    let compute = compute::spawn(config.cores, outcome_tx).context("starting the compute pool")?;
     tracing::info!(
         worker_id = %session.worker_id(),
         coordinator = %config.coordinator,
@@ -138,6 +137,7 @@ pub async fn run(
         checkpoints,
         control: control::Control::default(),
         outbox: outbox.clone(),
+        reports: Default::default(),
         unfinished: Mutex::new(None),
     });
     if !resumable.is_empty() {
@@ -153,13 +153,15 @@ pub async fn run(
         start_page(&shared, &outbox, port).await?;
     }
     let (result_tx, result_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (settled_tx, settled_rx) = tokio::sync::mpsc::unbounded_channel();
+    let compute = compute::spawn(shared.clone(), settled_tx, result_tx.clone())
+        .context("starting the compute pool")?;
     let lease = tokio::spawn(lease::lease_loop(shared.clone()));
     let heartbeat = tokio::spawn(heartbeat::heartbeat_loop(shared.clone()));
     let mut dispatcher = tokio::spawn(dispatch::dispatch_loop(
         shared.clone(),
         compute,
-        outcome_rx,
-        outbox.clone(),
+        settled_rx,
         result_tx,
     ));
     let reporter = tokio::spawn(report::report_loop(

@@ -3,10 +3,12 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use sparecycles_protocol::work::MAX_REPORT_RESULTS;
 use sparecycles_protocol::{RefusedResult, ReportRequest, TaskResult};
+use tokio::sync::Notify;
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::time::Instant;
 use uuid::Uuid;
@@ -21,6 +23,54 @@ use crate::outbox::Outbox;
 pub const MAX_REPORT_BYTES: usize = 4 << 20;
 /// How long the final flush at shutdown may take.
 pub(crate) const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// While the worker is busy, results wait up to this long to go out together: short units
+/// would otherwise cost a report call each, which on a small machine is CPU the units lack.
+const REPORT_DELAY: Duration = Duration::from_millis(500);
+/// ...or until this many are waiting.
+const REPORT_BATCH: usize = MAX_REPORT_RESULTS / 4;
+
+/// How the lease loop asks for waiting results to go out now: they count against the worker's
+/// quota until reported, so a lease right after them gets more tasks.
+#[derive(Debug, Default)]
+pub(crate) struct ReportGate {
+    /// Results waiting (not yet acknowledged).
+    pending: AtomicUsize,
+    /// Report attempts made so far.
+    attempts: AtomicU64,
+    flush: Notify,
+    attempted: Notify,
+}
+
+impl ReportGate {
+    pub(crate) fn pending(&self) -> usize {
+        self.pending.load(Ordering::Relaxed)
+    }
+
+    /// Asks the report loop to send what it holds now, and waits (at most `limit`) until a
+    /// report attempt has ended.
+    pub(crate) async fn flush(&self, limit: Duration) {
+        let seen = self.attempts.load(Ordering::Acquire);
+        let attempted = self.attempted.notified();
+        tokio::pin!(attempted);
+        attempted.as_mut().enable();
+        self.flush.notify_one();
+        let ended = async {
+            while self.attempts.load(Ordering::Acquire) == seen {
+                attempted.as_mut().await;
+                attempted.set(self.attempted.notified());
+                attempted.as_mut().enable();
+            }
+        };
+        let _ = tokio::time::timeout(limit, ended).await;
+    }
+
+    fn attempt_ended(&self, pending: usize) {
+        self.pending.store(pending, Ordering::Relaxed);
+        self.attempts.fetch_add(1, Ordering::Release);
+        self.attempted.notify_waiters();
+    }
+}
 
 /// Results not yet acknowledged, in task id order, with what it takes to send them.
 struct Reporter {
@@ -57,22 +107,45 @@ pub(crate) async fn report_loop(
         backoff: Backoff::default(),
         limit: MAX_REPORT_RESULTS,
     };
+    let shared = reporter.shared.clone();
+    let gate = &shared.reports;
+    gate.pending
+        .store(reporter.pending.len(), Ordering::Relaxed);
     let mut retry_at = Instant::now();
+    // When the oldest waiting result arrived, and whether the lease loop asked for a flush.
+    let mut waiting_since = Instant::now();
+    let mut flush_asked = false;
     loop {
         let ready = !reporter.pending.is_empty() && !reporter.shared.stop.is_stopped();
+        let now_due = flush_asked
+            || reporter.pending.len() >= REPORT_BATCH
+            || reporter.shared.tasks.is_idle();
+        let due = if now_due {
+            retry_at
+        } else {
+            retry_at.max(waiting_since + REPORT_DELAY)
+        };
         tokio::select! {
             biased;
             result = incoming.recv() => match result {
                 Some(result) => {
+                    if reporter.pending.is_empty() {
+                        waiting_since = Instant::now();
+                    }
                     reporter.pending.insert(result.task_id, result);
+                    gate.pending.store(reporter.pending.len(), Ordering::Relaxed);
                 }
                 None => break,
             },
-            _ = tokio::time::sleep_until(retry_at), if ready => {
+            _ = gate.flush.notified() => flush_asked = true,
+            _ = tokio::time::sleep_until(due), if ready => {
                 match reporter.attempt().await {
                     Attempt::Done | Attempt::Stopped => {}
                     Attempt::Retry(delay) => retry_at = Instant::now() + delay,
                 }
+                flush_asked = false;
+                waiting_since = Instant::now();
+                gate.attempt_ended(reporter.pending.len());
             }
         }
     }
