@@ -19,6 +19,7 @@ use sqlx::{QueryBuilder, Row, SqlStr, Sqlite, SqliteConnection};
 use uuid::Uuid;
 
 mod dashboard;
+mod group;
 mod lease;
 mod submitters;
 mod trust;
@@ -43,6 +44,8 @@ pub(super) const JOB_COLUMNS: &str = "id, name, app, params, state, priority, mi
 pub struct SqliteStore {
     writer: SqlitePool,
     reader: SqlitePool,
+    /// Leases and reports, run in shared transactions (see [`group`]).
+    group: tokio::sync::mpsc::Sender<group::Op>,
 }
 
 fn migrator() -> Migrator {
@@ -96,7 +99,12 @@ impl SqliteStore {
             .max_connections(4)
             .connect_with(opts.read_only(true))
             .await?;
-        Ok(SqliteStore { writer, reader })
+        let group = group::spawn(writer.clone());
+        Ok(SqliteStore {
+            writer,
+            reader,
+            group,
+        })
     }
 
     /// Closes both pools, checkpointing the WAL.
@@ -104,6 +112,79 @@ impl SqliteStore {
         self.reader.close().await;
         self.writer.close().await;
     }
+}
+
+impl SqliteStore {
+    /// Queues a grouped write and waits for its answer.
+    async fn grouped<T>(
+        &self,
+        op: group::Op,
+        answer: tokio::sync::oneshot::Receiver<StoreResult<T>>,
+    ) -> StoreResult<T> {
+        let gone = || StoreError::Db(sqlx::Error::PoolClosed);
+        self.group.send(op).await.map_err(|_| gone())?;
+        answer.await.map_err(|_| gone())?
+    }
+}
+
+/// Records a report's results, inside the caller's transaction.
+pub(super) async fn record_results(
+    conn: &mut SqliteConnection,
+    worker: Uuid,
+    results: &[(Uuid, Outcome)],
+    now: Millis,
+) -> StoreResult<Vec<Uuid>> {
+    let worker_s = worker.to_string();
+    // One statement for the whole report: a JSON array of results joined to their tasks.
+    let batch: Vec<Value> = results
+        .iter()
+        .map(|(task, outcome)| match outcome {
+            Outcome::Success(v) => {
+                serde_json::json!({"id": task, "state": "success", "output": v.to_string()})
+            }
+            Outcome::Error(e) => serde_json::json!({"id": task, "state": "error", "error": e}),
+        })
+        .collect();
+    let rows = sqlx::query(
+        "UPDATE tasks SET state = r.value ->> 'state', output = r.value ->> 'output', \
+         error = r.value ->> 'error', reported_at = ?1 FROM json_each(?2) AS r \
+         WHERE tasks.id = r.value ->> 'id' AND tasks.worker_id = ?3 \
+         AND tasks.state IN ('leased', 'timed_out') \
+         AND EXISTS (SELECT 1 FROM units u WHERE u.id = tasks.unit_id AND u.state = 'open') \
+         RETURNING tasks.id, tasks.unit_id, tasks.state",
+    )
+    .bind(now)
+    .bind(Value::Array(batch).to_string())
+    .bind(&worker_s)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut recorded = Vec::with_capacity(rows.len());
+    let mut units = Vec::with_capacity(rows.len());
+    let mut errors = 0i64;
+    for r in &rows {
+        recorded.push(uuid_col(r, "id")?);
+        units.push(uuid_col(r, "unit_id")?);
+        if r.try_get::<String, _>("state")? == "error" {
+            errors += 1;
+        }
+    }
+    if !units.is_empty() {
+        sqlx::query(
+            "UPDATE units SET dirty = dirty + 1 WHERE id IN (SELECT value FROM json_each(?1))",
+        )
+        .bind(id_list(&units))
+        .execute(&mut *conn)
+        .await?;
+    }
+    sqlx::query("UPDATE workers SET last_seen = ?1 WHERE id = ?2")
+        .bind(now)
+        .bind(&worker_s)
+        .execute(&mut *conn)
+        .await?;
+    if errors > 0 {
+        trust::penalize(conn, &worker_s, errors, "errors").await?;
+    }
+    Ok(recorded)
 }
 
 pub(super) fn uuid_col(row: &SqliteRow, col: &str) -> StoreResult<Uuid> {
@@ -489,10 +570,13 @@ impl Store for SqliteStore {
     }
 
     async fn lease(&self, ask: LeaseAsk<'_>, now: Millis) -> StoreResult<Vec<LeasedTask>> {
-        let mut tx = self.writer.begin().await?;
-        let leased = lease::lease(&mut tx, &ask, now).await?;
-        tx.commit().await?;
-        Ok(leased)
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let op = group::Op::Lease {
+            ask: group::OwnedAsk::new(&ask),
+            now,
+            reply,
+        };
+        self.grouped(op, answer).await
     }
 
     async fn leased_to(
@@ -598,59 +682,14 @@ impl Store for SqliteStore {
         results: Vec<(Uuid, Outcome)>,
         now: Millis,
     ) -> StoreResult<Vec<Uuid>> {
-        let worker_s = worker.to_string();
-        // One statement for the whole report: a JSON array of results joined to their tasks.
-        let batch: Vec<Value> = results
-            .iter()
-            .map(|(task, outcome)| match outcome {
-                Outcome::Success(v) => {
-                    serde_json::json!({"id": task, "state": "success", "output": v.to_string()})
-                }
-                Outcome::Error(e) => serde_json::json!({"id": task, "state": "error", "error": e}),
-            })
-            .collect();
-        let mut tx = self.writer.begin().await?;
-        let rows = sqlx::query(
-            "UPDATE tasks SET state = r.value ->> 'state', output = r.value ->> 'output', \
-             error = r.value ->> 'error', reported_at = ?1 FROM json_each(?2) AS r \
-             WHERE tasks.id = r.value ->> 'id' AND tasks.worker_id = ?3 \
-             AND tasks.state IN ('leased', 'timed_out') \
-             AND EXISTS (SELECT 1 FROM units u WHERE u.id = tasks.unit_id AND u.state = 'open') \
-             RETURNING tasks.id, tasks.unit_id, tasks.state",
-        )
-        .bind(now)
-        .bind(Value::Array(batch).to_string())
-        .bind(&worker_s)
-        .fetch_all(&mut *tx)
-        .await?;
-        let mut recorded = Vec::with_capacity(rows.len());
-        let mut units = Vec::with_capacity(rows.len());
-        let mut errors = 0i64;
-        for r in &rows {
-            recorded.push(uuid_col(r, "id")?);
-            units.push(uuid_col(r, "unit_id")?);
-            if r.try_get::<String, _>("state")? == "error" {
-                errors += 1;
-            }
-        }
-        if !units.is_empty() {
-            sqlx::query(
-                "UPDATE units SET dirty = dirty + 1 WHERE id IN (SELECT value FROM json_each(?1))",
-            )
-            .bind(id_list(&units))
-            .execute(&mut *tx)
-            .await?;
-        }
-        sqlx::query("UPDATE workers SET last_seen = ?1 WHERE id = ?2")
-            .bind(now)
-            .bind(&worker_s)
-            .execute(&mut *tx)
-            .await?;
-        if errors > 0 {
-            trust::penalize(&mut tx, &worker_s, errors, "errors").await?;
-        }
-        tx.commit().await?;
-        Ok(recorded)
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let op = group::Op::Record {
+            worker,
+            results,
+            now,
+            reply,
+        };
+        self.grouped(op, answer).await
     }
 
     async fn spare_suspects(&self, seen_before: Millis) -> StoreResult<u64> {
