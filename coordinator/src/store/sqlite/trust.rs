@@ -21,22 +21,29 @@ pub(super) struct Delta {
 
 /// Applies valid/invalid counts, credit, streak and quota changes; bans workers whose invalid
 /// rate passed the threshold. Returns the workers with a new invalid result (liars to undo).
+/// Two statements for all the batch's workers (a pass may judge a thousand workers' results).
 pub(super) async fn apply(
     conn: &mut SqliteConnection,
     deltas: HashMap<Uuid, Delta>,
     policy: &TrustPolicy,
     now: Millis,
 ) -> StoreResult<Vec<Uuid>> {
+    if deltas.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows = sqlx::query(
+        "SELECT id, valid, invalid, streak, quota, cores, rac, rac_time, banned FROM workers \
+         WHERE id IN (SELECT value FROM json_each(?1))",
+    )
+    .bind(id_list(deltas.keys()))
+    .fetch_all(&mut *conn)
+    .await?;
     let mut caught = Vec::new();
-    for (worker, d) in deltas {
-        let id = worker.to_string();
-        let Some(row) = sqlx::query(
-            "SELECT valid, invalid, streak, quota, cores, rac, rac_time, banned FROM workers WHERE id = ?1",
-        )
-        .bind(&id)
-        .fetch_optional(&mut *conn)
-        .await?
-        else {
+    let mut banned_now = Vec::new();
+    let mut updates = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let worker = uuid_col(row, "id")?;
+        let Some(d) = deltas.get(&worker) else {
             continue;
         };
         let valid = row.try_get::<i64, _>("valid")? + d.valid;
@@ -53,26 +60,29 @@ pub(super) async fn apply(
             quota = quota_after_valid(quota, d.valid as u64, cores);
         }
         let rac = decay(row.try_get("rac")?, row.try_get("rac_time")?, now) + d.credit;
-        let banned = row.try_get::<i64, _>("banned")? != 0
-            || policy.should_ban(valid as u64, invalid as u64);
-        sqlx::query(
-            "UPDATE workers SET valid = ?1, invalid = ?2, streak = ?3, quota = ?4, \
-             credit = credit + ?5, rac = ?6, rac_time = ?7, banned = ?8 WHERE id = ?9",
-        )
-        .bind(valid)
-        .bind(invalid)
-        .bind(streak)
-        .bind(quota as i64)
-        .bind(d.credit)
-        .bind(rac)
-        .bind(now)
-        .bind(banned as i64)
-        .bind(&id)
-        .execute(&mut *conn)
-        .await?;
+        let was_banned = row.try_get::<i64, _>("banned")? != 0;
+        let banned = was_banned || policy.should_ban(valid as u64, invalid as u64);
         if banned {
-            set_aside(conn, worker).await?;
+            // Set aside every time (as before): results may have arrived since the ban.
+            banned_now.push(worker);
         }
+        updates.push(serde_json::json!({
+            "id": worker.to_string(), "valid": valid, "invalid": invalid, "streak": streak,
+            "quota": quota, "credit": d.credit, "rac": rac, "banned": banned as i64,
+        }));
+    }
+    sqlx::query(
+        "UPDATE workers SET valid = u.value ->> 'valid', invalid = u.value ->> 'invalid', \
+         streak = u.value ->> 'streak', quota = u.value ->> 'quota', \
+         credit = credit + (u.value ->> 'credit'), rac = u.value ->> 'rac', rac_time = ?1, \
+         banned = u.value ->> 'banned' FROM json_each(?2) AS u WHERE workers.id = u.value ->> 'id'",
+    )
+    .bind(now)
+    .bind(serde_json::Value::Array(updates).to_string())
+    .execute(&mut *conn)
+    .await?;
+    for worker in banned_now {
+        set_aside(conn, worker).await?;
     }
     Ok(caught)
 }
