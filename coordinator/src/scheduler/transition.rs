@@ -18,12 +18,19 @@ const UNITS_PER_PASS: u32 = 1000;
 pub async fn run(state: AppState, shutdown: impl Future<Output = ()>) {
     tokio::pin!(shutdown);
     let interval = state.settings().transition_interval;
+    // When deadlines and silent workers were last looked at: reports wake the transitioner
+    // far more often than those need checking, and each check is a write transaction.
+    let mut checked: Option<tokio::time::Instant> = None;
     loop {
         // Coordinators sharing a database run the passes one at a time: the one holding the
         // store's leadership does, the others stand by and take over if it dies.
         match state.store().try_lead().await {
             Ok(true) => {
-                if let Err(e) = pass(&state).await {
+                let due = checked.is_none_or(|at| at.elapsed() >= interval);
+                if due {
+                    checked = Some(tokio::time::Instant::now());
+                }
+                if let Err(e) = pass(&state, due).await {
                     tracing::error!(error = format!("{e:#}"), "transitioner pass failed");
                 }
             }
@@ -38,21 +45,23 @@ pub async fn run(state: AppState, shutdown: impl Future<Output = ()>) {
     }
 }
 
-/// One pass: expire, decide, assemble.
-pub async fn pass(state: &AppState) -> anyhow::Result<()> {
+/// One pass: expire and spare (when `check_deadlines`), decide, assemble.
+pub async fn pass(state: &AppState, check_deadlines: bool) -> anyhow::Result<()> {
     let store = state.store();
     let mut new_work = false;
-    let expired = store.expire_tasks(now_millis()).await?;
-    new_work |= expired > 0;
-    if expired > 0 {
-        metrics::counter!(crate::metrics::TASKS_TIMED_OUT).increment(expired);
-        tracing::info!(expired, "tasks timed out; replacements will be created");
-    }
-    let silent_since = now_millis() - state.settings().suspect_after.as_millis() as i64;
-    let suspected = store.spare_suspects(silent_since).await?;
-    new_work |= suspected > 0;
-    if suspected > 0 {
-        tracing::info!(suspected, "tasks of silent workers get spare tasks");
+    if check_deadlines {
+        let expired = store.expire_tasks(now_millis()).await?;
+        new_work |= expired > 0;
+        if expired > 0 {
+            metrics::counter!(crate::metrics::TASKS_TIMED_OUT).increment(expired);
+            tracing::info!(expired, "tasks timed out; replacements will be created");
+        }
+        let silent_since = now_millis() - state.settings().suspect_after.as_millis() as i64;
+        let suspected = store.spare_suspects(silent_since).await?;
+        new_work |= suspected > 0;
+        if suspected > 0 {
+            tracing::info!(suspected, "tasks of silent workers get spare tasks");
+        }
     }
     loop {
         let units = store.dirty_units(UNITS_PER_PASS).await?;
