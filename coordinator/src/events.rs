@@ -155,15 +155,7 @@ async fn build(state: &AppState, throughput: &mut Throughput) -> anyhow::Result<
     throughput.sample(now, fleet.units_done_total);
     crate::metrics::fleet(&fleet);
     let rows = store.jobs(SNAPSHOT_JOBS).await?;
-    let mut jobs = Vec::with_capacity(rows.len());
-    for row in &rows {
-        let in_progress = if row.state.is_final() {
-            0
-        } else {
-            store.units_in_progress(row.id).await?
-        };
-        jobs.push(crate::http::jobs::view(row, in_progress));
-    }
+    let jobs = crate::http::jobs::views(store, &rows).await?;
     Ok(Snapshot {
         at: now,
         jobs,

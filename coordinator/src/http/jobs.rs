@@ -176,16 +176,25 @@ async fn list(
         Scope::All => state.store().jobs(limit).await?,
         Scope::Owner(owner) => state.store().jobs_owned_by(owner, limit).await?,
     };
-    let mut jobs = Vec::with_capacity(rows.len());
-    for row in &rows {
-        let in_progress = if row.state.is_final() {
-            0
-        } else {
-            state.store().units_in_progress(row.id).await?
-        };
-        jobs.push(view(row, in_progress));
-    }
+    let jobs = views(state.store(), &rows).await?;
     Ok(Json(JobList { jobs }))
+}
+
+/// Views of a job list, with the units in progress of the unfinished ones in one query.
+pub async fn views(
+    store: &dyn crate::store::Store,
+    rows: &[JobRow],
+) -> crate::store::StoreResult<Vec<JobView>> {
+    let open: Vec<Uuid> = rows
+        .iter()
+        .filter(|r| !r.state.is_final())
+        .map(|r| r.id)
+        .collect();
+    let in_progress = store.units_in_progress(&open).await?;
+    Ok(rows
+        .iter()
+        .map(|r| view(r, in_progress.get(&r.id).copied().unwrap_or(0)))
+        .collect())
 }
 
 /// The job `raw` names, if `scope` may see it. Another submitter's job is a 404 like a
@@ -217,12 +226,8 @@ async fn show(
     Path(id): Path<String>,
 ) -> Result<Json<JobView>, ApiError> {
     let row = load(&state, &id, scope).await?;
-    let in_progress = if row.state.is_final() {
-        0
-    } else {
-        state.store().units_in_progress(row.id).await?
-    };
-    Ok(Json(view(&row, in_progress)))
+    let mut one = views(state.store(), std::slice::from_ref(&row)).await?;
+    Ok(Json(one.remove(0)))
 }
 
 /// A completed job's result: JSON, or an image for picture apps.

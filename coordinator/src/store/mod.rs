@@ -207,8 +207,12 @@ pub trait Store: Send + Sync + 'static {
     async fn jobs(&self, limit: u32) -> StoreResult<Vec<JobRow>>;
     /// Jobs of one submitter, newest first.
     async fn jobs_owned_by(&self, owner: Uuid, limit: u32) -> StoreResult<Vec<JobRow>>;
-    /// Units of a job with a task out on a worker.
-    async fn units_in_progress(&self, job_id: Uuid) -> StoreResult<u64>;
+    /// Units of each of these jobs with a task out on a worker (jobs with none are left out),
+    /// in one query for a whole job list.
+    async fn units_in_progress(
+        &self,
+        job_ids: &[Uuid],
+    ) -> StoreResult<std::collections::HashMap<Uuid, u64>>;
     /// A job's units counted in cells of `per_cell` units, and its validation figures.
     async fn unit_map(
         &self,

@@ -91,7 +91,13 @@ async fn lease_gives_one_replica_per_unit_and_creates_units_lazily(f: Fresh) {
     let row = s.job(j.id).await.unwrap().unwrap();
     assert_eq!((row.units_created, row.tasks_created), (6, 12));
     assert_eq!(row.state, JobState::Running);
-    assert_eq!(s.units_in_progress(j.id).await.unwrap(), 6);
+    let in_progress = s.units_in_progress(&[j.id, Uuid::now_v7()]).await.unwrap();
+    assert_eq!(in_progress.get(&j.id), Some(&6));
+    assert_eq!(
+        in_progress.len(),
+        1,
+        "jobs with nothing in progress are left out"
+    );
 }
 contract!(
     lease_one_replica_per_unit,

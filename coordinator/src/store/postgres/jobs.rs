@@ -161,14 +161,28 @@ impl PostgresStore {
         rows.iter().map(job_from_row).collect()
     }
 
-    pub(super) async fn count_units_in_progress(&self, job_id: Uuid) -> StoreResult<u64> {
-        let n: i64 = sqlx::query_scalar(
-            "SELECT COUNT(DISTINCT unit_id) FROM tasks WHERE job_id = $1 AND state = 'leased'",
+    pub(super) async fn count_units_in_progress(
+        &self,
+        job_ids: &[Uuid],
+    ) -> StoreResult<std::collections::HashMap<Uuid, u64>> {
+        if job_ids.is_empty() {
+            return Ok(Default::default());
+        }
+        let ids: Vec<String> = job_ids.iter().map(Uuid::to_string).collect();
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT job_id, COUNT(DISTINCT unit_id) FROM tasks WHERE state = 'leased' \
+             AND job_id = ANY($1) GROUP BY job_id",
         )
-        .bind(job_id.to_string())
-        .fetch_one(&self.pool)
+        .bind(&ids)
+        .fetch_all(&self.pool)
         .await?;
-        Ok(n as u64)
+        rows.into_iter()
+            .map(|(id, n)| {
+                let id = Uuid::parse_str(&id)
+                    .map_err(|e| crate::store::StoreError::Corrupt(format!("job_id: {e}")))?;
+                Ok((id, n as u64))
+            })
+            .collect()
     }
 
     pub(super) async fn set_job_state_once(

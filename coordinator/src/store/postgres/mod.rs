@@ -242,8 +242,11 @@ impl Store for PostgresStore {
         self.list_jobs(limit).await
     }
 
-    async fn units_in_progress(&self, job_id: Uuid) -> StoreResult<u64> {
-        self.count_units_in_progress(job_id).await
+    async fn units_in_progress(
+        &self,
+        job_ids: &[Uuid],
+    ) -> StoreResult<std::collections::HashMap<Uuid, u64>> {
+        self.count_units_in_progress(job_ids).await
     }
 
     async fn jobs_owned_by(&self, owner: Uuid, limit: u32) -> StoreResult<Vec<JobRow>> {

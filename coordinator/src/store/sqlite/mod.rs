@@ -468,14 +468,20 @@ impl Store for SqliteStore {
         self.dashboard_fleet(online_since).await
     }
 
-    async fn units_in_progress(&self, job_id: Uuid) -> StoreResult<u64> {
-        let n: i64 = sqlx::query_scalar(
-            "SELECT COUNT(DISTINCT unit_id) FROM tasks WHERE job_id = ?1 AND state = 'leased'",
+    async fn units_in_progress(&self, job_ids: &[Uuid]) -> StoreResult<HashMap<Uuid, u64>> {
+        if job_ids.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let rows = sqlx::query(
+            "SELECT job_id, COUNT(DISTINCT unit_id) AS n FROM tasks WHERE state = 'leased' \
+             AND job_id IN (SELECT value FROM json_each(?1)) GROUP BY job_id",
         )
-        .bind(job_id.to_string())
-        .fetch_one(&self.reader)
+        .bind(id_list(job_ids))
+        .fetch_all(&self.reader)
         .await?;
-        Ok(n as u64)
+        rows.iter()
+            .map(|r| Ok((uuid_col(r, "job_id")?, r.try_get::<i64, _>("n")? as u64)))
+            .collect()
     }
 
     async fn set_job_state(
