@@ -23,7 +23,7 @@ use crate::auth::{Admin, WORKER_PREFIX, WorkerAuth, generate_token, hash_token};
 use crate::http::error::{ApiError, ApiJson};
 use crate::scheduler::trust::{self, initial_quota};
 use crate::state::AppState;
-use crate::store::{LeaseAsk, LeasedTask, NewWorker, Outcome, WorkerRow};
+use crate::store::{LeaseAsk, LeasedTask, NewWorker, Outcome, StoreError, WorkerRow};
 
 /// Largest accepted report body: many results, some of them image tiles.
 const REPORT_BODY_LIMIT: usize = 64 * 1024 * 1024;
@@ -311,8 +311,32 @@ async fn assignments(
     leased: Vec<LeasedTask>,
 ) -> Result<Vec<TaskAssignment>, ApiError> {
     let mut tasks = Vec::with_capacity(leased.len());
+    let mut unusable = HashSet::new();
     for t in leased {
-        let info = state.job_info(t.job_id).await?;
+        if unusable.contains(&t.job_id) {
+            continue;
+        }
+        let info = match state.job_info(t.job_id).await {
+            Ok(info) => info,
+            Err(ApiError::Internal(e)) if e.downcast_ref::<StoreError>().is_none() => {
+                // The stored job can no longer be run (its module does not compile with this
+                // coordinator, say): it fails with the reason, rather than every lease that
+                // meets it. Its tasks just leased are not sent.
+                let reason = format!("this job can no longer be run: {e:#}");
+                tracing::error!(job = %t.job_id, %reason, "failing the job");
+                state
+                    .store()
+                    .fail_job(t.job_id, &reason, now_millis())
+                    .await?;
+                state.emit(sparecycles_protocol::dashboard::Event::JobChanged {
+                    job_id: t.job_id,
+                    state: sparecycles_protocol::JobState::Failed,
+                });
+                unusable.insert(t.job_id);
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         tasks.push(TaskAssignment {
             task_id: t.task_id,
             job_id: t.job_id,

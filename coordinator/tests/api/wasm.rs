@@ -335,6 +335,60 @@ async fn a_worker_refuses_module_bytes_that_do_not_match_the_hash() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_stored_module_that_no_longer_compiles_fails_its_job_not_the_leases() {
+    let mut c = Coordinator::start();
+    let api = c.api();
+    let queens = upload(&api, NQUEENS).await;
+    let job = api
+        .submit(&spec(json!({
+            "name": "broken", "module": queens.sha256, "params": {"args": [8]},
+            "redundancy": {"min_quorum": 1, "adaptive": false}
+        })))
+        .await;
+    // The stored bytes stop being a module (as after an upgrade that refuses it); a restart
+    // empties the coordinator's cache of compiled modules.
+    sqlx::query("UPDATE modules SET bytes = $1 WHERE sha256 = $2")
+        .bind(b"\0asm not really".to_vec())
+        .bind(&queens.sha256)
+        .execute(&db_writable(&c).await)
+        .await
+        .unwrap();
+    c.restart();
+    let api = c.api();
+    let enrolled: Value = api
+        .http
+        .post(format!("{}/api/v1/workers/enroll", api.url))
+        .json(
+            &json!({"name": "w", "cores": 1, "os": "linux", "arch": "x86_64",
+            "apps": [sparecycles_wasm::ANY_MODULE]}),
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = enrolled["token"].as_str().unwrap().to_owned();
+    // worker_call asserts a 2xx answer: the lease is not a 500.
+    let answer: Value = api
+        .worker_call(&token, "/api/v1/work/lease", &json!({"max_tasks": 10}))
+        .await;
+    assert_eq!(answer["tasks"], json!([]), "{answer}");
+    let failed = api.job(job.id).await;
+    assert_eq!(failed.state, JobState::Failed, "{failed:?}");
+    let reason = failed.error.unwrap_or_default();
+    assert!(
+        reason.contains("can no longer be run") && reason.contains(&queens.sha256),
+        "{reason}"
+    );
+    // Later leases are not troubled by it.
+    let answer: Value = api
+        .worker_call(&token, "/api/v1/work/lease", &json!({"max_tasks": 10}))
+        .await;
+    assert_eq!(answer["tasks"], json!([]), "{answer}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn workers_take_only_the_module_work_they_accept() {
     let c = Coordinator::start();
     let api = c.api();
