@@ -197,12 +197,7 @@ pub fn worker_view(w: WorkerRow, policy: &trust::TrustPolicy) -> WorkerView {
     request_body = LeaseRequest,
     responses(
         (status = 200, description = "The leased tasks (maybe none)", body = LeaseResponse),
-        (status = 400, description = "Malformed JSON", body = ErrorBody, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or unknown worker token", body = ErrorBody, content_type = "application/problem+json"),
-        (status = 403, description = "The worker is banned", body = ErrorBody, content_type = "application/problem+json"),
-        (status = 413, description = "The body is too large", body = ErrorBody, content_type = "application/problem+json"),
-        (status = 415, description = "Not JSON", body = ErrorBody, content_type = "application/problem+json"),
-        (status = 422, description = "Well-formed but refused", body = ErrorBody, content_type = "application/problem+json"),
+        WorkerCallRefusals,
     )
 )]
 async fn lease(
@@ -351,6 +346,48 @@ async fn assignments(
     Ok(tasks)
 }
 
+/// The refusals every JSON call of a worker can meet, as problem+json (documentation only).
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)] // never built: it describes responses for the OpenAPI document
+enum WorkerCallRefusals {
+    #[response(
+        status = 400,
+        description = "Malformed JSON",
+        content_type = "application/problem+json"
+    )]
+    Malformed(ErrorBody),
+    #[response(
+        status = 401,
+        description = "Missing or unknown worker token",
+        content_type = "application/problem+json"
+    )]
+    Unauthorized(ErrorBody),
+    #[response(
+        status = 403,
+        description = "The worker is banned",
+        content_type = "application/problem+json"
+    )]
+    Banned(ErrorBody),
+    #[response(
+        status = 413,
+        description = "The body is too large",
+        content_type = "application/problem+json"
+    )]
+    TooLarge(ErrorBody),
+    #[response(
+        status = 415,
+        description = "Not JSON",
+        content_type = "application/problem+json"
+    )]
+    NotJson(ErrorBody),
+    #[response(
+        status = 422,
+        description = "Well-formed but refused",
+        content_type = "application/problem+json"
+    )]
+    Refused(ErrorBody),
+}
+
 /// Reports progress of the worker's in-flight tasks; the answer names tasks to abort.
 #[utoipa::path(
     post,
@@ -360,12 +397,7 @@ async fn assignments(
     request_body = HeartbeatRequest,
     responses(
         (status = 200, description = "Tasks to abort", body = HeartbeatResponse),
-        (status = 400, description = "Malformed JSON", body = ErrorBody, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or unknown worker token", body = ErrorBody, content_type = "application/problem+json"),
-        (status = 403, description = "The worker is banned", body = ErrorBody, content_type = "application/problem+json"),
-        (status = 413, description = "The body is too large", body = ErrorBody, content_type = "application/problem+json"),
-        (status = 415, description = "Not JSON", body = ErrorBody, content_type = "application/problem+json"),
-        (status = 422, description = "Well-formed but refused", body = ErrorBody, content_type = "application/problem+json"),
+        WorkerCallRefusals,
     )
 )]
 async fn heartbeat(
@@ -396,12 +428,7 @@ async fn heartbeat(
     request_body = ReleaseRequest,
     responses(
         (status = 200, description = "The released tasks", body = ReleaseResponse),
-        (status = 400, description = "Malformed JSON", body = ErrorBody, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or unknown worker token", body = ErrorBody, content_type = "application/problem+json"),
-        (status = 403, description = "The worker is banned", body = ErrorBody, content_type = "application/problem+json"),
-        (status = 413, description = "The body is too large", body = ErrorBody, content_type = "application/problem+json"),
-        (status = 415, description = "Not JSON", body = ErrorBody, content_type = "application/problem+json"),
-        (status = 422, description = "Well-formed but refused", body = ErrorBody, content_type = "application/problem+json"),
+        WorkerCallRefusals,
     )
 )]
 async fn release(
@@ -450,12 +477,7 @@ async fn me(State(state): State<AppState>, WorkerAuth(worker): WorkerAuth) -> Js
     request_body = ReportRequest,
     responses(
         (status = 200, description = "Which results were taken", body = ReportResponse),
-        (status = 400, description = "Malformed JSON", body = ErrorBody, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or unknown worker token", body = ErrorBody, content_type = "application/problem+json"),
-        (status = 403, description = "The worker is banned", body = ErrorBody, content_type = "application/problem+json"),
-        (status = 413, description = "The body is too large", body = ErrorBody, content_type = "application/problem+json"),
-        (status = 415, description = "Not JSON", body = ErrorBody, content_type = "application/problem+json"),
-        (status = 422, description = "Well-formed but refused", body = ErrorBody, content_type = "application/problem+json"),
+        WorkerCallRefusals,
     )
 )]
 async fn report(
