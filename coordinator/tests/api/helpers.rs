@@ -323,18 +323,35 @@ impl Api {
         resp.json().await.expect("job view")
     }
 
-    /// POSTs raw JSON with a token; returns status and parsed body.
+    /// POSTs raw JSON with a token; returns status, content type and parsed body.
     pub async fn post_raw(
         &self,
         path: &str,
         token: Option<&str>,
         body: &str,
     ) -> (u16, String, Value) {
-        let mut req = self
-            .http
-            .post(format!("{}{path}", self.url))
-            .header("content-type", "application/json")
-            .body(body.to_owned());
+        self.post_bytes(
+            path,
+            token,
+            Some("application/json"),
+            body.as_bytes().to_vec(),
+        )
+        .await
+    }
+
+    /// POSTs bytes (with a content type, if given) and a token; returns status, content type
+    /// and the body, parsed as JSON when it is JSON.
+    pub async fn post_bytes(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        content_type: Option<&str>,
+        body: Vec<u8>,
+    ) -> (u16, String, Value) {
+        let mut req = self.http.post(format!("{}{path}", self.url)).body(body);
+        if let Some(ct) = content_type {
+            req = req.header("content-type", ct);
+        }
         if let Some(t) = token {
             req = req.bearer_auth(t);
         }

@@ -30,27 +30,8 @@ fn module_text(body: &str) -> String {
 
 /// POSTs a module; returns status, content type and body.
 async fn upload_raw(api: &Api, bytes: &[u8], token: Option<&str>) -> (u16, String, Value) {
-    let mut req = api
-        .http
-        .post(format!("{}/api/v1/modules", api.url))
-        .body(bytes.to_vec());
-    if let Some(t) = token {
-        req = req.bearer_auth(t);
-    }
-    let resp = req.send().await.expect("upload");
-    let status = resp.status().as_u16();
-    let ct = resp
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
-    let text = resp.text().await.unwrap_or_default();
-    (
-        status,
-        ct,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
+    api.post_bytes("/api/v1/modules", token, None, bytes.to_vec())
+        .await
 }
 
 async fn upload(api: &Api, bytes: &[u8]) -> ModuleView {
