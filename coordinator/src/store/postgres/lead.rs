@@ -16,6 +16,24 @@ pub(super) struct LeaderSession {
     held: bool,
 }
 
+impl LeaderSession {
+    /// Gives the lock up before closing the session, so that another coordinator can lead as
+    /// soon as this returns (dropping the connection would release it only once the server
+    /// notices, a moment later).
+    pub(super) async fn release(mut self) {
+        if self.held {
+            let unlocked = sqlx::query("SELECT pg_advisory_unlock($1)")
+                .bind(LEADER_LOCK_KEY)
+                .execute(&mut self.conn)
+                .await;
+            if let Err(e) = unlocked {
+                tracing::warn!(error = %e, "could not give up the transitioner lock; it goes with the session");
+            }
+        }
+        let _ = self.conn.close().await;
+    }
+}
+
 impl PostgresStore {
     /// True while this process holds the transitioner lock; takes it when it is free.
     pub(super) async fn try_lead_once(&self) -> StoreResult<bool> {

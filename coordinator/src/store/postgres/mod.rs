@@ -108,7 +108,9 @@ impl PostgresStore {
 
     /// Closes the pool and gives up leadership.
     pub async fn close(&self) {
-        self.leader.lock().await.take();
+        if let Some(session) = self.leader.lock().await.take() {
+            session.release().await;
+        }
         self.pool.close().await;
     }
 }
