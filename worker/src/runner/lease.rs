@@ -36,7 +36,10 @@ pub(crate) async fn lease_loop(shared: Arc<Shared>) {
         }
         if shared.reports.pending() > 0 {
             // Results not yet reported hold quota room: send them first.
-            shared.reports.flush(FLUSH_WAIT).await;
+            tokio::select! {
+                _ = shared.reports.flush(FLUSH_WAIT) => {}
+                _ = stop.wait() => return,
+            }
         }
         let (generation, client) = shared.session.client();
         let request = LeaseRequest {
