@@ -159,6 +159,47 @@ impl AppState {
         self.job_info_of(&job).await
     }
 
+    /// Like [`AppState::job_info`], but a stored job that can no longer be run (its app is
+    /// gone, or its module no longer compiles with this coordinator) is failed with the reason
+    /// and `None` returned: leases, reports, the transitioner and assembly then pass it by
+    /// instead of failing on it again and again.
+    pub async fn runnable_job(&self, job_id: Uuid) -> Result<Option<Arc<JobInfo>>, ApiError> {
+        let info = self.job_info(job_id).await;
+        self.or_fail(job_id, info).await
+    }
+
+    /// Like [`AppState::runnable_job`], from a row already at hand.
+    pub async fn runnable_job_of(&self, job: &JobRow) -> Result<Option<Arc<JobInfo>>, ApiError> {
+        let info = self.job_info_of(job).await;
+        self.or_fail(job.id, info).await
+    }
+
+    async fn or_fail(
+        &self,
+        job_id: Uuid,
+        info: Result<Arc<JobInfo>, ApiError>,
+    ) -> Result<Option<Arc<JobInfo>>, ApiError> {
+        match info {
+            Ok(info) => Ok(Some(info)),
+            // Store errors are passing trouble; anything else is the stored job itself.
+            Err(ApiError::Internal(e))
+                if e.downcast_ref::<crate::store::StoreError>().is_none() =>
+            {
+                let reason = format!("this job can no longer be run: {e:#}");
+                tracing::error!(job = %job_id, %reason, "failing the job");
+                self.store()
+                    .fail_job(job_id, &reason, sparecycles_protocol::now_millis())
+                    .await?;
+                self.emit(sparecycles_protocol::dashboard::Event::JobChanged {
+                    job_id,
+                    state: sparecycles_protocol::JobState::Failed,
+                });
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// Like [`AppState::job_info`], from a row already at hand.
     pub async fn job_info_of(&self, job: &JobRow) -> Result<Arc<JobInfo>, ApiError> {
         if let Some(info) = self.cached(job.id) {

@@ -23,7 +23,7 @@ use crate::auth::{Admin, WORKER_PREFIX, WorkerAuth, generate_token, hash_token};
 use crate::http::error::{ApiError, ApiJson};
 use crate::scheduler::trust::{self, initial_quota};
 use crate::state::AppState;
-use crate::store::{LeaseAsk, LeasedTask, NewWorker, Outcome, StoreError, WorkerRow};
+use crate::store::{LeaseAsk, LeasedTask, NewWorker, Outcome, WorkerRow};
 
 /// Largest accepted report body: many results, some of them image tiles.
 const REPORT_BODY_LIMIT: usize = 64 * 1024 * 1024;
@@ -311,26 +311,10 @@ async fn assignments(
         if unusable.contains(&t.job_id) {
             continue;
         }
-        let info = match state.job_info(t.job_id).await {
-            Ok(info) => info,
-            Err(ApiError::Internal(e)) if e.downcast_ref::<StoreError>().is_none() => {
-                // The stored job can no longer be run (its module does not compile with this
-                // coordinator, say): it fails with the reason, rather than every lease that
-                // meets it. Its tasks just leased are not sent.
-                let reason = format!("this job can no longer be run: {e:#}");
-                tracing::error!(job = %t.job_id, %reason, "failing the job");
-                state
-                    .store()
-                    .fail_job(t.job_id, &reason, now_millis())
-                    .await?;
-                state.emit(sparecycles_protocol::dashboard::Event::JobChanged {
-                    job_id: t.job_id,
-                    state: sparecycles_protocol::JobState::Failed,
-                });
-                unusable.insert(t.job_id);
-                continue;
-            }
-            Err(e) => return Err(e),
+        let Some(info) = state.runnable_job(t.job_id).await? else {
+            // Just failed: its tasks leased now are not sent.
+            unusable.insert(t.job_id);
+            continue;
         };
         tasks.push(TaskAssignment {
             task_id: t.task_id,
@@ -541,7 +525,10 @@ async fn report(
             }
             Some(TaskResultKind::Error(e)) => Outcome::Error(truncate(e, MAX_ERROR_BYTES)),
             Some(TaskResultKind::Output(output)) => {
-                let info = state.job_info(target.job_id).await?;
+                let Some(info) = state.runnable_job(target.job_id).await? else {
+                    refused.push(refuse("the job can no longer be run".into()));
+                    continue;
+                };
                 let unit = info.plan.unit(target.unit_seq);
                 let max = info.app.max_output_bytes(&info.params, &unit);
                 let checked = if json_len_within(output, max) {

@@ -22,7 +22,9 @@ const PAGE: u32 = 256;
 /// Assembles a job whose units are all done, and completes it (or fails it if the app
 /// cannot assemble the outputs).
 pub async fn assemble_job(state: &AppState, job: &JobRow) -> anyhow::Result<()> {
-    let info = state.job_info_of(job).await?;
+    let Some(info) = state.runnable_job_of(job).await? else {
+        return Ok(());
+    };
     let store = state.store();
     let started = std::time::Instant::now();
     let mut assembler = match info.app.assembler(&info.params) {

@@ -70,28 +70,30 @@ pub async fn pass(state: &AppState, check_deadlines: bool) -> anyhow::Result<()>
         }
         let mut verdicts = Vec::with_capacity(units.len());
         for unit in units {
-            let info = state.job_info(unit.job_id).await?;
-            let decision = if unit.open {
-                // An adaptive unit that was never replicated was leased to a trusted worker:
-                // its result stands alone.
-                let mut policy = info.redundancy;
-                if !unit.replicated {
-                    policy.min_quorum = 1;
-                    policy.target_results = 1;
+            let info = state.runnable_job(unit.job_id).await?;
+            let decision = match &info {
+                Some(info) if unit.open => {
+                    // An adaptive unit that was never replicated was leased to a trusted worker:
+                    // its result stands alone.
+                    let mut policy = info.redundancy;
+                    if !unit.replicated {
+                        policy.min_quorum = 1;
+                        policy.target_results = 1;
+                    }
+                    decide(&policy, &unit.tasks, |a, b| {
+                        info.app.compare(&info.params, a, b)
+                    })
                 }
-                decide(&policy, &unit.tasks, |a, b| {
-                    info.app.compare(&info.params, a, b)
-                })
-            } else {
-                // Decided units, or units of finished jobs: only clear the mark.
-                Decision::Pending { new_tasks: 0 }
+                // Decided units, units of finished jobs, and of a job just failed because it
+                // can no longer be run: only clear the mark.
+                _ => Decision::Pending { new_tasks: 0 },
             };
             verdicts.push(UnitVerdict {
                 unit_id: unit.unit_id,
                 job_id: unit.job_id,
                 seq: unit.seq,
                 changes: unit.changes,
-                credit: info.plan.unit_work(unit.seq),
+                credit: info.as_ref().map_or(0.0, |i| i.plan.unit_work(unit.seq)),
                 solo: !unit.replicated,
                 task_workers: unit
                     .tasks
