@@ -45,9 +45,13 @@ struct Acked {
     acked: Vec<Uuid>,
 }
 
-/// Which unacknowledged results live in which journal.
+/// What the outbox holds, kept in memory so that the lease loop can name the held tasks
+/// without reading the directory each time: which tasks have a file of their own, and which
+/// unacknowledged results live in which journal.
 #[derive(Debug, Default)]
 struct Journals {
+    /// Tasks whose result has a file of its own.
+    files: HashSet<Uuid>,
     /// The journal being appended to: its name, file, and how many results it got.
     current: Option<(String, File, usize)>,
     /// Unacknowledged task ids by journal name.
@@ -81,6 +85,8 @@ impl Outbox {
             journals: Default::default(),
         };
         outbox.journal_results()?;
+        let files = outbox.scan_files()?;
+        outbox.lock().files = files;
         Ok(outbox)
     }
 
@@ -99,12 +105,8 @@ impl Outbox {
 
     /// How many results are stored.
     pub fn len(&self) -> usize {
-        let files = fs::read_dir(&self.dir).map_or(0, |d| {
-            d.flatten()
-                .filter(|e| e.file_name().to_string_lossy().ends_with(".json"))
-                .count()
-        });
-        files + self.lock().by_task.len()
+        let index = self.lock();
+        index.files.len() + index.by_task.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -122,7 +124,9 @@ impl Outbox {
     pub fn write_with(&self, result: &TaskResult, durable: bool) -> io::Result<()> {
         let mut bytes = serde_json::to_vec(result).map_err(io::Error::other)?;
         if durable {
-            return write_atomic_with(&self.path_of(result.task_id), &bytes, 0o600, true);
+            write_atomic_with(&self.path_of(result.task_id), &bytes, 0o600, true)?;
+            self.lock().files.insert(result.task_id);
+            return Ok(());
         }
         bytes.push(b'\n');
         let mut journals = self.lock();
@@ -217,6 +221,8 @@ impl Outbox {
             }
         }
         let in_files: HashSet<Uuid> = results.iter().map(|r| r.task_id).collect();
+        // Files set aside above are no longer held.
+        self.lock().files = in_files.clone();
         results.extend(
             self.journal_results()?
                 .into_iter()
@@ -227,10 +233,21 @@ impl Outbox {
         Ok(results)
     }
 
-    /// The tasks whose results are stored (file names only; nothing is parsed).
-    pub fn task_ids(&self) -> io::Result<Vec<Uuid>> {
+    /// The tasks whose results are stored.
+    pub fn task_ids(&self) -> Vec<Uuid> {
+        let index = self.lock();
+        index
+            .files
+            .iter()
+            .chain(index.by_task.keys())
+            .copied()
+            .collect()
+    }
+
+    /// The tasks with a result file of their own (file names only; nothing is parsed).
+    fn scan_files(&self) -> io::Result<HashSet<Uuid>> {
         let suffix = format!(".{EXTENSION}");
-        let mut ids = Vec::new();
+        let mut ids = HashSet::new();
         for entry in fs::read_dir(&self.dir)? {
             let name = entry?.file_name();
             if let Some(id) = name
@@ -238,10 +255,9 @@ impl Outbox {
                 .and_then(|n| n.strip_suffix(&suffix))
                 .and_then(|stem| stem.parse().ok())
             {
-                ids.push(id);
+                ids.insert(id);
             }
         }
-        ids.extend(self.lock().by_task.keys().copied());
         Ok(ids)
     }
 
@@ -257,7 +273,9 @@ impl Outbox {
             let mut journals = self.lock();
             for &id in task_ids {
                 let Some(journal) = journals.by_task.remove(&id) else {
-                    files.push(id);
+                    if journals.files.remove(&id) {
+                        files.push(id);
+                    }
                     continue;
                 };
                 if let Some(ids) = journals.open.get_mut(&journal) {
@@ -378,7 +396,7 @@ mod tests {
         outbox
             .remove(&[results[0].task_id, results[1].task_id])
             .unwrap();
-        let mut ids = outbox.task_ids().unwrap();
+        let mut ids = outbox.task_ids();
         ids.sort();
         let mut expected: Vec<Uuid> = results[2..].iter().map(|r| r.task_id).collect();
         expected.push(durable.task_id);

@@ -44,7 +44,7 @@ pub(crate) async fn lease_loop(shared: Arc<Shared>) {
         let (generation, client) = shared.session.client();
         let request = LeaseRequest {
             max_tasks: shared.config.lease_size(wanted),
-            held: held(&shared),
+            held: Some(held(&shared)),
             wait_ms: Some(LEASE_WAIT.as_millis() as u32),
         };
         let asked = std::time::Instant::now();
@@ -86,17 +86,10 @@ pub(crate) async fn lease_loop(shared: Arc<Shared>) {
 
 /// Every task this worker still holds: buffered, computing, or with an undelivered result.
 /// The coordinator resends tasks leased to this worker that are missing here (lost answers).
-/// `None` when the outbox cannot be read: better no resend than a result computed twice.
-fn held(shared: &Shared) -> Option<Vec<uuid::Uuid>> {
+fn held(shared: &Shared) -> Vec<uuid::Uuid> {
     let mut ids: Vec<_> = shared.tasks.progress().iter().map(|t| t.task_id).collect();
-    match shared.outbox.task_ids() {
-        Ok(stored) => ids.extend(stored),
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot list the outbox");
-            return None;
-        }
-    }
-    Some(ids)
+    ids.extend(shared.outbox.task_ids());
+    ids
 }
 
 /// The coordinator's `Retry-After`, when the error carries one.
