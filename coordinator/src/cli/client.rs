@@ -86,29 +86,15 @@ impl ApiClient {
     }
 
     pub async fn job(&self, id: Uuid) -> anyhow::Result<JobView> {
-        let resp = self
-            .http
-            .get(format!("{}/api/v1/jobs/{id}", self.base))
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .with_context(|| format!("cannot reach the coordinator at {}", self.base))?;
-        if !resp.status().is_success() {
-            return Err(fail(resp).await);
-        }
-        Ok(resp.json().await?)
+        let req = self.http.get(format!("{}/api/v1/jobs/{id}", self.base));
+        Ok(self.send(req).await?.json().await?)
     }
 
     pub async fn result(&self, id: Uuid) -> anyhow::Result<Download> {
-        let resp = self
+        let req = self
             .http
-            .get(format!("{}/api/v1/jobs/{id}/result", self.base))
-            .bearer_auth(&self.token)
-            .send()
-            .await?;
-        if !resp.status().is_success() {
-            return Err(fail(resp).await);
-        }
+            .get(format!("{}/api/v1/jobs/{id}/result", self.base));
+        let resp = self.send(req).await?;
         let content_type = resp
             .headers()
             .get(reqwest::header::CONTENT_TYPE)
