@@ -3,9 +3,7 @@
 //! and the OpenAPI document and its page are served.
 
 use serde_json::{Value, json};
-use sparecycles_protocol::{
-    LeaseRequest, LeaseResponse, ReportRequest, ReportResponse, TaskResult,
-};
+use sparecycles_protocol::{LeaseResponse, ReportRequest, ReportResponse, TaskResult};
 use sqlx::Row;
 
 use crate::helpers::{ADMIN_TOKEN, Coordinator, db, problem_detail, spec};
@@ -176,17 +174,7 @@ async fn an_output_larger_than_its_app_allows_is_a_task_error_and_is_not_stored(
         })))
         .await;
     let w = api.enroll("stuffer").await;
-    let lease: LeaseResponse = api
-        .worker_call(
-            &w.token,
-            "/api/v1/work/lease",
-            &LeaseRequest {
-                max_tasks: 1,
-                held: None,
-                wait_ms: None,
-            },
-        )
-        .await;
+    let lease: LeaseResponse = api.lease(&w.token, 1).await;
     let task = lease.tasks[0].task_id;
     let r: ReportResponse = api
         .worker_call(

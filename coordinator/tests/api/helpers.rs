@@ -8,7 +8,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use sparecycles_protocol::{EnrollRequest, EnrollResponse, ErrorBody, JobSpec, JobView};
+use sparecycles_protocol::{
+    EnrollRequest, EnrollResponse, ErrorBody, JobSpec, JobView, LeaseRequest, LeaseResponse,
+};
 use uuid::Uuid;
 
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
@@ -459,12 +461,17 @@ impl Api {
     }
 
     pub async fn enroll(&self, name: &str) -> EnrollResponse {
+        self.enroll_with_apps(name, sparecycles_apps::names()).await
+    }
+
+    /// Enrolls a one-core worker that declares these apps.
+    pub async fn enroll_with_apps(&self, name: &str, apps: Vec<String>) -> EnrollResponse {
         let req = EnrollRequest {
             name: name.into(),
             cores: 1,
             os: "linux".into(),
             arch: "x86_64".into(),
-            apps: sparecycles_apps::names(),
+            apps,
             owner: None,
             enroll_key: None,
         };
@@ -477,6 +484,16 @@ impl Api {
             .expect("enroll");
         assert_eq!(resp.status(), 201);
         resp.json().await.expect("enroll response")
+    }
+
+    /// Leases up to `max_tasks` tasks as a worker, at once (no wait, no held tasks named).
+    pub async fn lease(&self, token: &str, max_tasks: u32) -> LeaseResponse {
+        let req = LeaseRequest {
+            max_tasks,
+            held: None,
+            wait_ms: None,
+        };
+        self.worker_call(token, "/api/v1/work/lease", &req).await
     }
 
     /// POSTs a typed body as a worker and parses a typed answer.

@@ -43,17 +43,7 @@ async fn duplicate_and_foreign_reports_change_nothing() {
     let alice = api.enroll("alice").await;
     let mallory = api.enroll("mallory").await;
 
-    let lease: LeaseResponse = api
-        .worker_call(
-            &alice.token,
-            "/api/v1/work/lease",
-            &LeaseRequest {
-                max_tasks: 10,
-                held: None,
-                wait_ms: None,
-            },
-        )
-        .await;
+    let lease: LeaseResponse = api.lease(&alice.token, 10).await;
     // Never two tasks of one unit to the same worker: one task per unit.
     assert_eq!(lease.tasks.len(), 2);
     assert_ne!(lease.tasks[0].unit_id, lease.tasks[1].unit_id);
@@ -109,17 +99,7 @@ async fn duplicate_and_foreign_reports_change_nothing() {
     assert_eq!(view.state, JobState::Running);
 
     // Mallory leases the second replica of unit 0 and agrees; the unit is decided.
-    let lease_m: LeaseResponse = api
-        .worker_call(
-            &mallory.token,
-            "/api/v1/work/lease",
-            &LeaseRequest {
-                max_tasks: 1,
-                held: None,
-                wait_ms: None,
-            },
-        )
-        .await;
+    let lease_m: LeaseResponse = api.lease(&mallory.token, 1).await;
     assert_eq!(lease_m.tasks.len(), 1);
     assert_eq!(lease_m.tasks[0].unit_seq, 0);
     let r: ReportResponse = api

@@ -81,17 +81,7 @@ async fn a_flooding_token_gets_429s_while_another_worker_keeps_getting_work() {
     // under its limit of 10): every call succeeds and brings work.
     let mut leased = 0;
     while !flood.is_finished() {
-        let got: LeaseResponse = api
-            .worker_call(
-                &honest.token,
-                "/api/v1/work/lease",
-                &LeaseRequest {
-                    max_tasks: 1,
-                    held: None,
-                    wait_ms: None,
-                },
-            )
-            .await;
+        let got: LeaseResponse = api.lease(&honest.token, 1).await;
         assert_eq!(got.tasks.len(), 1, "the honest worker got no work: {got:?}");
         leased += 1;
         let tasks = got.tasks.iter().map(|t| t.task_id).collect();

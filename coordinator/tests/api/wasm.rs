@@ -336,25 +336,13 @@ async fn a_stored_module_that_no_longer_compiles_fails_its_job_not_the_leases() 
         .unwrap();
     c.restart();
     let api = c.api();
-    let enrolled: Value = api
-        .http
-        .post(format!("{}/api/v1/workers/enroll", api.url))
-        .json(
-            &json!({"name": "w", "cores": 1, "os": "linux", "arch": "x86_64",
-            "apps": [sparecycles_wasm::ANY_MODULE]}),
-        )
-        .send()
+    let token = api
+        .enroll_with_apps("w", vec![sparecycles_wasm::ANY_MODULE.into()])
         .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = enrolled["token"].as_str().unwrap().to_owned();
-    // worker_call asserts a 2xx answer: the lease is not a 500.
-    let answer: Value = api
-        .worker_call(&token, "/api/v1/work/lease", &json!({"max_tasks": 10}))
-        .await;
-    assert_eq!(answer["tasks"], json!([]), "{answer}");
+        .token;
+    // The lease helper asserts a 2xx answer: the lease is not a 500.
+    let answer = api.lease(&token, 10).await;
+    assert!(answer.tasks.is_empty(), "{answer:?}");
     let failed = api.job(job.id).await;
     assert_eq!(failed.state, JobState::Failed, "{failed:?}");
     let reason = failed.error.unwrap_or_default();
@@ -363,10 +351,8 @@ async fn a_stored_module_that_no_longer_compiles_fails_its_job_not_the_leases() 
         "{reason}"
     );
     // Later leases are not troubled by it.
-    let answer: Value = api
-        .worker_call(&token, "/api/v1/work/lease", &json!({"max_tasks": 10}))
-        .await;
-    assert_eq!(answer["tasks"], json!([]), "{answer}");
+    let answer = api.lease(&token, 10).await;
+    assert!(answer.tasks.is_empty(), "{answer:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
