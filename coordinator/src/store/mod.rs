@@ -7,6 +7,7 @@
 
 mod postgres;
 mod sqlite;
+mod submitters;
 
 use async_trait::async_trait;
 use serde_json::Value;
