@@ -87,6 +87,21 @@ impl Assembled {
     }
 }
 
+/// Runs a whole job in this process, unit after unit on the current rayon pool, and assembles
+/// it: the result a coordinator with one honest worker would produce. For tests, examples and
+/// benchmarks that compare the distributed answer with the app's own.
+pub fn run_in_process(app: &dyn App, params: &Value) -> Result<Assembled, AppError> {
+    let plan = app.plan(params)?;
+    let mut assembler = app.assembler(params)?;
+    for seq in 0..plan.unit_count() {
+        let output = app
+            .compute(params, &plan.unit(seq), &ComputeCtx::new())
+            .map_err(|e| AppError(format!("unit {seq}: {e}")))?;
+        assembler.push(seq, &output)?;
+    }
+    assembler.finish()
+}
+
 /// A named computation with its four duties: check and split, compute, compare, assemble.
 pub trait App: Send + Sync + 'static {
     /// The name job specs use (`"prime-count"`; `wasm:<sha256>` for module apps).

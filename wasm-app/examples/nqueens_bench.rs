@@ -9,7 +9,6 @@ use std::time::Instant;
 
 use rayon::prelude::*;
 use serde_json::json;
-use sparecycles_apps::{App, ComputeCtx};
 use sparecycles_wasm::WasmApp;
 
 const MODULE: &[u8] = include_bytes!("../../job-specs/wasm/nqueens.wasm");
@@ -46,15 +45,8 @@ fn native_unit(n: u32, first: u32) -> u64 {
 
 fn wasm_job(app: &WasmApp, n: u32) -> u64 {
     let params = json!({"args": [n]});
-    let plan = app.plan(&params).unwrap();
-    let mut asm = app.assembler(&params).unwrap();
-    for seq in 0..plan.unit_count() {
-        let out = app
-            .compute(&params, &plan.unit(seq), &ComputeCtx::new())
-            .unwrap();
-        asm.push(seq, &out).unwrap();
-    }
-    let result: serde_json::Value = serde_json::from_slice(&asm.finish().unwrap().body).unwrap();
+    let assembled = sparecycles_apps::run_in_process(app, &params).unwrap();
+    let result: serde_json::Value = serde_json::from_slice(&assembled.body).unwrap();
     result["values"][0].as_u64().unwrap()
 }
 

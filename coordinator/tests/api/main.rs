@@ -115,7 +115,6 @@ async fn uneven_splits_lose_and_double_count_nothing() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn mandelbrot_job_returns_the_right_png() {
-    use sparecycles_apps::ComputeCtx;
     let c = Coordinator::start();
     let api = c.api();
     let _w = [c.worker("a", 1), c.worker("b", 1)];
@@ -135,15 +134,7 @@ async fn mandelbrot_job_returns_the_right_png() {
 
     // The same picture computed here, directly with the app, byte for byte.
     let app = sparecycles_apps::find("mandelbrot").unwrap();
-    let plan = app.plan(&params).unwrap();
-    let mut asm = app.assembler(&params).unwrap();
-    for seq in 0..plan.unit_count() {
-        let out = app
-            .compute(&params, &plan.unit(seq), &ComputeCtx::new())
-            .unwrap();
-        asm.push(seq, &out).unwrap();
-    }
-    let expected = asm.finish().unwrap();
+    let expected = sparecycles_apps::run_in_process(app, &params).unwrap();
     assert_eq!(png, expected.body);
     let decoder = png::Decoder::new(std::io::Cursor::new(png));
     let reader = decoder.read_info().unwrap();
