@@ -1,6 +1,7 @@
 //! `coordinator bench`: a load generator that simulates many workers over real HTTP, so the
 //! coordinator's own cost per unit is what is measured (issue 8, W1). Each simulated worker
-//! enrolls, then loops lease -> compute (a trivial prime-count unit) -> report. Prints units/s
+//! enrolls, then loops lease -> compute (a trivial prime-count unit) -> report, either from a
+//! fixed number of clients (closed loop) or at a fixed rate (open loop). Prints units/s
 //! from submit to assembled result, lease and report latency percentiles, and the
 //! coordinator's CPU time and RSS when given its pid.
 
@@ -38,11 +39,25 @@ pub struct BenchArgs {
     /// min_quorum of the job (adaptive replication off, so it is exact).
     #[arg(long, default_value_t = 1)]
     pub quorum: u32,
+    /// Open loop: start this many lease -> compute -> report cycles per second, whatever the
+    /// answers' latency (each by the next idle simulated worker), instead of `--concurrency`
+    /// clients each starting its next cycle when the last one ends.
+    #[arg(long, value_parser = positive_rate)]
+    pub rate: Option<f64>,
     /// Pid of the coordinator, to report its CPU time and peak RSS.
     #[arg(long)]
     pub pid: Option<u32>,
     #[command(flatten)]
     pub conn: Connection,
+}
+
+fn positive_rate(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if r.is_finite() && r > 0.0 && r <= 1e6 => Ok(r),
+        _ => Err(format!(
+            "{s}: expected calls per second, above 0 and at most 1000000"
+        )),
+    }
 }
 
 /// CPU seconds (user + system) and RSS in MiB of a process, from /proc.
@@ -75,6 +90,87 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
 struct Lat {
     lease: Vec<Duration>,
     report: Vec<Duration>,
+}
+
+/// What one simulated lease -> compute -> report cycle needs.
+#[derive(Clone)]
+struct Sim {
+    http: reqwest::Client,
+    base: String,
+    batch: u32,
+    /// Tokens of the simulated workers not in a cycle now.
+    idle: Arc<Mutex<Vec<String>>>,
+    lat: Arc<Mutex<Lat>>,
+}
+
+impl Sim {
+    /// One cycle of the next idle simulated worker: lease, compute, report. `false` when no
+    /// worker was idle or the lease came back empty.
+    async fn cycle(&self) -> bool {
+        let Some(token) = self.idle.lock().await.pop() else {
+            return false;
+        };
+        let base = &self.base;
+        let t = Instant::now();
+        let lease: LeaseResponse = match self
+            .http
+            .post(format!("{base}/api/v1/work/lease"))
+            .bearer_auth(&token)
+            .json(&LeaseRequest {
+                max_tasks: self.batch,
+                held: None,
+                wait_ms: None,
+            })
+            .send()
+            .await
+        {
+            Ok(r) => r.json().await.unwrap_or(LeaseResponse {
+                tasks: vec![],
+                quota: None,
+            }),
+            Err(_) => LeaseResponse {
+                tasks: vec![],
+                quota: None,
+            },
+        };
+        let lease_time = t.elapsed();
+        let app = sparecycles_apps::find("prime-count").expect("built in");
+        let results: Vec<TaskResult> = lease
+            .tasks
+            .iter()
+            .map(
+                |task| match app.compute(&task.params, &task.unit, &ComputeCtx::new()) {
+                    Ok(out) => TaskResult::success(task.task_id, out),
+                    Err(e) => TaskResult::failure(task.task_id, e.to_string()),
+                },
+            )
+            .collect();
+        let mut report_time = None;
+        if !results.is_empty() {
+            let t = Instant::now();
+            let _: Option<ReportResponse> = match self
+                .http
+                .post(format!("{base}/api/v1/work/report"))
+                .bearer_auth(&token)
+                .json(&ReportRequest { results })
+                .send()
+                .await
+            {
+                Ok(r) => r.json().await.ok(),
+                Err(_) => None,
+            };
+            report_time = Some(t.elapsed());
+        }
+        {
+            let mut l = self.lat.lock().await;
+            l.lease.push(lease_time);
+            if let Some(r) = report_time {
+                l.report.push(r);
+            }
+        }
+        self.idle.lock().await.insert(0, token);
+        !lease.tasks.is_empty()
+    }
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
@@ -124,83 +220,42 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         report: Vec::new(),
     }));
     let stop = Arc::new(AtomicBool::new(false));
+    let sim = Sim {
+        http,
+        base: base.clone(),
+        batch: args.batch,
+        idle,
+        lat: lat.clone(),
+    };
     let mut drivers = Vec::new();
-    for _ in 0..args.concurrency {
-        let (http, base, idle, lat, stop) = (
-            http.clone(),
-            base.clone(),
-            idle.clone(),
-            lat.clone(),
-            stop.clone(),
-        );
-        let batch = args.batch;
-        drivers.push(tokio::spawn(async move {
-            let app = sparecycles_apps::find("prime-count").expect("built in");
-            while !stop.load(Ordering::Relaxed) {
-                let Some(token) = idle.lock().await.pop() else {
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                    continue;
-                };
-                let t = Instant::now();
-                let lease: LeaseResponse = match http
-                    .post(format!("{base}/api/v1/work/lease"))
-                    .bearer_auth(&token)
-                    .json(&LeaseRequest {
-                        max_tasks: batch,
-                        held: None,
-                        wait_ms: None,
-                    })
-                    .send()
-                    .await
-                {
-                    Ok(r) => r.json().await.unwrap_or(LeaseResponse {
-                        tasks: vec![],
-                        quota: None,
-                    }),
-                    Err(_) => LeaseResponse {
-                        tasks: vec![],
-                        quota: None,
-                    },
-                };
-                let lease_time = t.elapsed();
-                let results: Vec<TaskResult> = lease
-                    .tasks
-                    .iter()
-                    .map(
-                        |task| match app.compute(&task.params, &task.unit, &ComputeCtx::new()) {
-                            Ok(out) => TaskResult::success(task.task_id, out),
-                            Err(e) => TaskResult::failure(task.task_id, e.to_string()),
-                        },
-                    )
-                    .collect();
-                let mut report_time = None;
-                if !results.is_empty() {
-                    let t = Instant::now();
-                    let _: Option<ReportResponse> = match http
-                        .post(format!("{base}/api/v1/work/report"))
-                        .bearer_auth(&token)
-                        .json(&ReportRequest { results })
-                        .send()
-                        .await
-                    {
-                        Ok(r) => r.json().await.ok(),
-                        Err(_) => None,
-                    };
-                    report_time = Some(t.elapsed());
-                }
-                {
-                    let mut l = lat.lock().await;
-                    l.lease.push(lease_time);
-                    if let Some(r) = report_time {
-                        l.report.push(r);
+    match args.rate {
+        // Closed loop: each client starts its next cycle when its last one ends.
+        None => {
+            for _ in 0..args.concurrency {
+                let (sim, stop) = (sim.clone(), stop.clone());
+                drivers.push(tokio::spawn(async move {
+                    while !stop.load(Ordering::Relaxed) {
+                        if !sim.cycle().await {
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
                     }
-                }
-                if lease.tasks.is_empty() {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-                idle.lock().await.insert(0, token);
+                }));
             }
-        }));
+        }
+        // Open loop: cycles start on a fixed schedule whatever the answers' latency, as a fleet
+        // of real workers would call; latency is then service time plus queueing at that load.
+        Some(rate) => {
+            let stop = stop.clone();
+            drivers.push(tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+                while !stop.load(Ordering::Relaxed) {
+                    tick.tick().await;
+                    let sim = sim.clone();
+                    tokio::spawn(async move { sim.cycle().await });
+                }
+            }));
+        }
     }
     let done = loop {
         let j = client.job(job.id).await?;
@@ -224,9 +279,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let mut l = lat.lock().await;
     l.lease.sort();
     l.report.sort();
+    let load = match args.rate {
+        Some(rate) => format!("open loop, {rate} cycles/s"),
+        None => format!("{} clients", args.concurrency),
+    };
     println!(
-        "W1 {} units, quorum {}, {} simulated workers, {} clients, batch {}:",
-        args.units, args.quorum, args.workers, args.concurrency, args.batch
+        "W1 {} units, quorum {}, {} simulated workers, {load}, batch {}:",
+        args.units, args.quorum, args.workers, args.batch
     );
     println!(
         "  accepted in {:.3} s; completed in {:.2} s: {:.0} units/s end to end",

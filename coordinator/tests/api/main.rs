@@ -3,6 +3,7 @@
 mod access;
 mod agent;
 mod backend;
+mod bench;
 mod bounds;
 mod dashboard;
 mod fake_worker;
