@@ -45,6 +45,10 @@ W1_WORKERS = env_int("W1_WORKERS", 1000)
 W1_CONCURRENCY = env_int("W1_CONCURRENCY", 64)
 W1_BATCH = env_int("W1_BATCH", 16)
 W1_QUORUMS = [int(q) for q in os.environ.get("W1_QUORUMS", "1 2").split()]
+# Open loop (quorum 1): lease -> compute -> report cycles started per second by the simulated
+# fleet, whatever the latency, as real workers call; each rate runs for about W1_OPEN_SECS.
+W1_RATES = [float(r) for r in os.environ.get("W1_RATES", "100 250 400").split()]
+W1_OPEN_SECS = env_float("W1_OPEN_SECS", 5)
 W2_END = env_int("W2_END", 2_000_000_000)
 W2_UNITS = env_int("W2_UNITS", 200)
 W2_ROUNDS = env_int("W2_ROUNDS", 3)
@@ -398,7 +402,7 @@ W1_PATTERNS = {
 }
 
 
-def w1_once(tmp, units, quorum, profile_to=None):
+def w1_once(tmp, units, quorum, profile_to=None, rate=None):
     c = Coordinator(tmp)
     perf = None
     try:
@@ -412,13 +416,14 @@ def w1_once(tmp, units, quorum, profile_to=None):
             b = PROCS.start([os.path.join(BIN, "coordinator"), "bench", "--coordinator", c.url, "--token", TOKEN,
                              "--units", str(units), "--workers", str(W1_WORKERS), "--concurrency",
                              str(W1_CONCURRENCY), "--batch", str(W1_BATCH), "--quorum", str(quorum),
-                             "--pid", str(c.pid)], "bench", stdout=fo, stderr=subprocess.STDOUT)
+                             "--pid", str(c.pid), *(["--rate", str(rate)] if rate else [])],
+                            "bench", stdout=fo, stderr=subprocess.STDOUT)
             rc = PROCS.reap(b)
         cs1 = ctx_switches(c.pid)
         if perf is not None:
             PROCS.stop(perf, sig=signal.SIGINT, grace=60)
         text = open(outf).read()
-        r = {"units": units, "quorum": quorum, "workers": W1_WORKERS, "concurrency": W1_CONCURRENCY,
+        r = {"units": units, "quorum": quorum, "workers": W1_WORKERS, "concurrency": W1_CONCURRENCY, "rate": rate,
              "batch": W1_BATCH, "exit": rc, "output": text.strip(), "loadgen_cpu_s": PROCS.cpu(b),
              "coord_ctx_switches_per_unit": (cs1 - cs0) / units if cs0 is not None and cs1 is not None else None}
         for k, pat in W1_PATTERNS.items():
@@ -446,6 +451,14 @@ def w1(tmp):
         r["cpu"] = w.stats
         log(f"W1 q{q}: {r['units_per_s']} units/s, lease p99 {r['lease_p99_ms']} ms, correct={r['correct']}")
         res[f"q{q}"] = r
+    for rate in W1_RATES:
+        units = int(rate * W1_BATCH * W1_OPEN_SECS)
+        log(f"W1 open loop: {rate:g} cycles/s, {units} units")
+        with CpuWindow() as w:
+            r = w1_once(tmp, units, 1, rate=rate)
+        r["cpu"] = w.stats
+        log(f"W1 open {rate:g}/s: lease p50/p99 {r['lease_p50_ms']}/{r['lease_p99_ms']} ms, correct={r['correct']}")
+        res[f"open{rate:g}"] = r
     return res
 
 
@@ -758,6 +771,15 @@ def report(res):
     for q, r in (res.get("w1") or {}).items():
         ups = r.get("units_per_s")
         ratio = ups / bw1 if ups and bw1 else None
+        if r.get("rate"):
+            ok = r.get("lease_p99_ms") is not None and r["lease_p99_ms"] < 10 and r.get("correct")
+            L.append(f"| W1 open loop, quorum 1 | lease p50 / p99 at {r['rate']:g} lease-report cycles/s from "
+                     f"{r['workers']:,} workers (up to {r['batch']} units each, within quota: {fmt(ups)} units/s end "
+                     f"to end); "
+                     f"report p50 / p99 | {fmt(r.get('lease_p50_ms'), 1)} / {fmt(r.get('lease_p99_ms'), 1)} ms; "
+                     f"{fmt(r.get('report_p50_ms'), 1)} / {fmt(r.get('report_p99_ms'), 1)} ms | - | - | "
+                     f"p99 < 10 ms | {verdict(ok)} |")
+            continue
         if q == "q1":
             tgt = ups is not None and ups >= 20_000 and (ratio is None or ratio >= 5)
             L.append(f"| W1 dispatch, quorum 1 | units/s, submit to assembled result ({r['units']:,} units, "
@@ -832,6 +854,11 @@ def report(res):
     L.append("Our side in detail (foreign cores = CPU used by other processes on the machine during that part):")
     L.append("")
     for q, r in (res.get("w1") or {}).items():
+        if r.get("rate"):
+            L.append(f"- W1 open loop {r['rate']:g} cycles/s: {r['units']:,} units in {fmt(r.get('wall_s'), 2)} s; "
+                     f"coordinator {fmt(r.get('coord_cores'), 2)} cores; result {r.get('count')} "
+                     f"({'correct' if r.get('correct') else 'WRONG'}); foreign {r['cpu']['foreign_cores']} cores")
+            continue
         L.append(f"- W1 {q}: accepted in {fmt(r.get('accepted_s'), 3)} s, completed in {fmt(r.get('wall_s'), 2)} s; "
                  f"coordinator {fmt(r.get('coord_cores'), 2)} cores (peak RSS {fmt(r.get('coord_peak_rss_mib'))} MiB), "
                  f"load generator {fmt(r.get('loadgen_cores'), 2)} cores; coordinator context switches per unit "
