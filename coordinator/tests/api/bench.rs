@@ -69,3 +69,54 @@ fn closed_and_open_loop_runs_finish_the_job_with_the_right_answer() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Niceness of each of the process's threads, by thread name.
+#[cfg(target_os = "linux")]
+fn thread_niceness(pid: u32) -> Vec<(String, i32)> {
+    let mut out = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let dir = task.unwrap().path();
+        let name = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        let stat = std::fs::read_to_string(dir.join("stat")).unwrap_or_default();
+        // Field 19 of stat; fields after the ")" that closes the name start at field 3.
+        let Some(nice) = stat
+            .rsplit(')')
+            .next()
+            .and_then(|rest| rest.split_whitespace().nth(16))
+            .and_then(|n| n.parse().ok())
+        else {
+            continue;
+        };
+        out.push((name.trim().to_owned(), nice));
+    }
+    out
+}
+
+/// With embedded SQLite the async threads run nicer than the process, so they do not keep
+/// preempting the one writer thread; with PostgreSQL they are left alone.
+#[cfg(target_os = "linux")]
+#[test]
+fn async_threads_yield_to_the_sqlite_writer_only_on_sqlite() {
+    let c = Coordinator::start();
+    let threads = thread_niceness(c.pid().unwrap());
+    let main = threads.iter().find(|(n, _)| n == "coordinator").unwrap().1;
+    let tokio: Vec<i32> = threads
+        .iter()
+        .filter(|(n, _)| n.starts_with("tokio-rt-worker"))
+        .map(|t| t.1)
+        .collect();
+    assert!(!tokio.is_empty(), "{threads:?}");
+    if c.on_postgres() {
+        assert!(tokio.iter().all(|&n| n == main), "{threads:?}");
+    } else {
+        let nicer = (main + 10).min(19);
+        assert!(tokio.iter().all(|&n| n == nicer), "{threads:?}");
+        // The writer's thread, started before the runtime's threads, keeps the process's.
+        assert!(
+            threads
+                .iter()
+                .any(|(n, nice)| n.starts_with("sqlx-sqlite") && *nice == main),
+            "{threads:?}"
+        );
+    }
+}

@@ -176,6 +176,16 @@ impl Coordinator {
     }
 
     /// Path of the SQLite database.
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Whether it stores in PostgreSQL (the suite's backend, or `--database-url` given).
+    pub fn on_postgres(&self) -> bool {
+        self.pg.is_some() || self.extra.iter().any(|f| f == "--database-url")
+    }
+
     pub fn db_path(&self) -> PathBuf {
         self.dir.join("data").join("sparecycles.db")
     }

@@ -89,9 +89,14 @@ impl SqliteStore {
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(false)
             .pragma("cache_size", "-65536");
+        // One connection for the life of the store: its thread is started here, before the
+        // async threads yield to it (`cli::yield_to_the_sqlite_writer`); a replacement would be
+        // started by one of them and inherit their lower priority.
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
+            .max_lifetime(None)
+            .idle_timeout(None)
             .connect_with(opts.clone())
             .await?;
         migrator().run(&writer).await?;
