@@ -9,8 +9,9 @@ use super::{id_list, insert_tasks, materialize, uuid_col};
 use crate::store::{LeaseAsk, LeasedTask, StoreResult};
 
 /// Leases up to `max` unsent tasks of one job to `worker`, at most one per unit (the subquery
-/// sees the table as it was before this statement, so it must pick one replica per unit
-/// itself), never a unit the worker, or with `owner` set another worker of that owner, already
+/// sees the table as it was before this statement, so it picks one replica per unit itself: the
+/// group by `unit_seq` walks `tasks_unsent` in order, with no lookup of the unit's other tasks
+/// per row), never a unit the worker, or with `owner` set another worker of that owner, already
 /// has a task of.
 async fn lease_from_job(
     conn: &mut SqliteConnection,
@@ -23,11 +24,10 @@ async fn lease_from_job(
 ) -> StoreResult<Vec<LeasedTask>> {
     let rows = sqlx::query(
         "UPDATE tasks SET state = 'leased', worker_id = ?1, leased_at = ?2, deadline = ?3 \
-         WHERE id IN (SELECT t.id FROM tasks t WHERE t.job_id = ?4 AND t.state = 'unsent' \
+         WHERE rowid IN (SELECT MIN(t.rowid) FROM tasks t WHERE t.job_id = ?4 AND t.state = 'unsent' \
            AND NOT EXISTS (SELECT 1 FROM tasks o WHERE o.unit_id = t.unit_id AND (o.worker_id = ?1 \
              OR (?6 IS NOT NULL AND o.worker_id IN (SELECT id FROM workers WHERE owner = ?6)))) \
-           AND t.id = (SELECT MIN(x.id) FROM tasks x WHERE x.unit_id = t.unit_id AND x.state = 'unsent') \
-           ORDER BY t.unit_seq LIMIT ?5) \
+           GROUP BY t.unit_seq ORDER BY t.unit_seq LIMIT ?5) \
          RETURNING id, job_id, unit_id, unit_seq, deadline",
     )
     .bind(worker)
