@@ -6,9 +6,9 @@ use std::process::Command;
 
 use crate::helpers::*;
 
-/// Runs `coordinator bench` with `extra` flags; returns its stdout.
-fn bench(c: &Coordinator, extra: &[&str]) -> String {
-    let out = Command::new(coordinator_bin())
+/// Runs `coordinator bench` against `c` with small sizes and `extra` flags.
+fn run_bench(c: &Coordinator, extra: &[&str]) -> std::process::Output {
+    Command::new(coordinator_bin())
         .args([
             "bench",
             "--coordinator",
@@ -19,7 +19,12 @@ fn bench(c: &Coordinator, extra: &[&str]) -> String {
         .args(["--units", "300", "--workers", "12", "--batch", "8"])
         .args(extra)
         .output()
-        .unwrap();
+        .unwrap()
+}
+
+/// Runs `coordinator bench` with `extra` flags; returns its stdout, which must be a success.
+fn bench(c: &Coordinator, extra: &[&str]) -> String {
+    let out = run_bench(c, extra);
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
@@ -51,17 +56,7 @@ fn closed_and_open_loop_runs_finish_the_job_with_the_right_answer() {
     );
 
     // A rate that is not a positive number is refused before anything is sent.
-    let out = Command::new(coordinator_bin())
-        .args([
-            "bench",
-            "--coordinator",
-            c.url.as_str(),
-            "--token",
-            ADMIN_TOKEN,
-        ])
-        .args(["--rate", "0"])
-        .output()
-        .unwrap();
+    let out = run_bench(&c, &["--rate", "0"]);
     assert!(!out.status.success());
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("expected calls per second"),
