@@ -87,9 +87,15 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
     sorted[i].as_secs_f64() * 1000.0
 }
 
+#[derive(Default)]
 struct Lat {
     lease: Vec<Duration>,
     report: Vec<Duration>,
+    /// Leases answered with no task (quota full, or nothing left to lease).
+    empty_leases: u64,
+    /// Calls that failed, by call and reason: a refused or failed call must not pass for an
+    /// empty lease in the figures.
+    failed: std::collections::BTreeMap<String, u64>,
 }
 
 /// What one simulated lease -> compute -> report cycle needs.
@@ -104,39 +110,56 @@ struct Sim {
 }
 
 impl Sim {
+    /// Posts `body` to `path` as the worker with `token`; the reason when it failed.
+    async fn post<B: serde::Serialize, T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        token: &str,
+        body: &B,
+    ) -> Result<T, String> {
+        let answer = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(token)
+            .json(body)
+            .send()
+            .await
+            .map_err(|e| {
+                if e.is_timeout() {
+                    "timeout"
+                } else {
+                    "connection"
+                }
+                .to_owned()
+            })?;
+        let status = answer.status();
+        if !status.is_success() {
+            return Err(format!("HTTP {}", status.as_u16()));
+        }
+        answer.json().await.map_err(|_| "unreadable answer".into())
+    }
+
     /// One cycle of the next idle simulated worker: lease, compute, report. `false` when no
-    /// worker was idle or the lease came back empty.
+    /// worker was idle or the lease gave no task.
     async fn cycle(&self) -> bool {
         let Some(token) = self.idle.lock().await.pop() else {
             return false;
         };
-        let base = &self.base;
         let t = Instant::now();
-        let lease: LeaseResponse = match self
-            .http
-            .post(format!("{base}/api/v1/work/lease"))
-            .bearer_auth(&token)
-            .json(&LeaseRequest {
-                max_tasks: self.batch,
-                held: None,
-                wait_ms: None,
-            })
-            .send()
-            .await
-        {
-            Ok(r) => r.json().await.unwrap_or(LeaseResponse {
-                tasks: vec![],
-                quota: None,
-            }),
-            Err(_) => LeaseResponse {
-                tasks: vec![],
-                quota: None,
-            },
+        let ask = LeaseRequest {
+            max_tasks: self.batch,
+            held: None,
+            wait_ms: None,
         };
+        let lease: Result<LeaseResponse, String> =
+            self.post("/api/v1/work/lease", &token, &ask).await;
         let lease_time = t.elapsed();
+        let tasks = match &lease {
+            Ok(l) => l.tasks.as_slice(),
+            Err(_) => &[],
+        };
         let app = sparecycles_apps::find("prime-count").expect("built in");
-        let results: Vec<TaskResult> = lease
-            .tasks
+        let results: Vec<TaskResult> = tasks
             .iter()
             .map(
                 |task| match app.compute(&task.params, &task.unit, &ComputeCtx::new()) {
@@ -145,31 +168,32 @@ impl Sim {
                 },
             )
             .collect();
-        let mut report_time = None;
+        let mut report = None;
         if !results.is_empty() {
             let t = Instant::now();
-            let _: Option<ReportResponse> = match self
-                .http
-                .post(format!("{base}/api/v1/work/report"))
-                .bearer_auth(&token)
-                .json(&ReportRequest { results })
-                .send()
-                .await
-            {
-                Ok(r) => r.json().await.ok(),
-                Err(_) => None,
-            };
-            report_time = Some(t.elapsed());
+            let answer: Result<ReportResponse, String> = self
+                .post("/api/v1/work/report", &token, &ReportRequest { results })
+                .await;
+            report = Some((t.elapsed(), answer.err()));
         }
+        let got = !tasks.is_empty();
         {
             let mut l = self.lat.lock().await;
             l.lease.push(lease_time);
-            if let Some(r) = report_time {
-                l.report.push(r);
+            match &lease {
+                Ok(_) if !got => l.empty_leases += 1,
+                Ok(_) => {}
+                Err(why) => *l.failed.entry(format!("lease {why}")).or_default() += 1,
+            }
+            if let Some((time, failed)) = report {
+                l.report.push(time);
+                if let Some(why) = failed {
+                    *l.failed.entry(format!("report {why}")).or_default() += 1;
+                }
             }
         }
         self.idle.lock().await.insert(0, token);
-        !lease.tasks.is_empty()
+        got
     }
 }
 
@@ -215,10 +239,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let accepted = started.elapsed();
 
     let idle = Arc::new(Mutex::new(tokens));
-    let lat = Arc::new(Mutex::new(Lat {
-        lease: Vec::new(),
-        report: Vec::new(),
-    }));
+    let lat = Arc::new(Mutex::new(Lat::default()));
     let stop = Arc::new(AtomicBool::new(false));
     let sim = Sim {
         http,
@@ -299,10 +320,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         done.tasks_created as f64 / args.units as f64
     );
     println!(
-        "  lease  p50 {:.2} ms  p99 {:.2} ms  ({} calls)",
+        "  lease  p50 {:.2} ms  p99 {:.2} ms  ({} calls, {} empty)",
         percentile(&l.lease, 0.5),
         percentile(&l.lease, 0.99),
-        l.lease.len()
+        l.lease.len(),
+        l.empty_leases
     );
     println!(
         "  report p50 {:.2} ms  p99 {:.2} ms  ({} calls)",
@@ -310,6 +332,14 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         percentile(&l.report, 0.99),
         l.report.len()
     );
+    if !l.failed.is_empty() {
+        let failed: Vec<String> = l
+            .failed
+            .iter()
+            .map(|(why, n)| format!("{why}: {n}"))
+            .collect();
+        println!("  failed calls: {}", failed.join(", "));
+    }
     if let (Some(b), Some(a)) = (before, after) {
         println!(
             "  coordinator: {:.1} CPU s ({:.2} cores), RSS {:.0} MiB now, peak {:.0} MiB",
