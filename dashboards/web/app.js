@@ -293,8 +293,12 @@ function jobPage(id) {
   let lastUnits = 0;
   const head = el("div", { class: "head" });
   const summary = el("section", { class: "panel" });
-  const map = el("section", { class: "panel", "aria-labelledby": "map-title" }, el("h2", { id: "map-title" }, "Units"), el("div", { id: "unitmap" }, el("p", { class: "muted" }, "Loading…")));
-  const figures = el("section", { class: "panel", "aria-labelledby": "val-title" }, el("h2", { id: "val-title" }, "Validation"), el("div", { id: "figures" }));
+  // Held here, not looked up by id: an answer that arrives after the user left the page must
+  // land in these (detached) nodes, not find nothing in the next page's DOM.
+  const unitmap = el("div", { id: "unitmap" }, el("p", { class: "muted" }, "Loading…"));
+  const figuresBody = el("div", { id: "figures" });
+  const map = el("section", { class: "panel", "aria-labelledby": "map-title" }, el("h2", { id: "map-title" }, "Units"), unitmap);
+  const figures = el("section", { class: "panel", "aria-labelledby": "val-title" }, el("h2", { id: "val-title" }, "Validation"), figuresBody);
   const result = el("section", { class: "panel result", id: "result", hidden: true, "aria-labelledby": "res-title" }, el("h2", { id: "res-title" }, "Result"), el("div", {}));
   main.append(head, summary, el("div", { class: "grid2" }, map, figures), result);
 
@@ -319,7 +323,7 @@ function jobPage(id) {
   };
 
   const act = async (what) => {
-    const errBox = document.getElementById("act-error");
+    const errBox = head.querySelector("#act-error");
     if (!token()) {
       const t = prompt("Admin or submitter token (a submitter manages its own jobs), kept in this browser:");
       if (!t) return;
@@ -339,10 +343,10 @@ function jobPage(id) {
     lastUnits = Date.now();
     try {
       const m = await api(`/api/v1/jobs/${id}/units`);
-      renderUnitMap(document.getElementById("unitmap"), m, job);
-      renderFigures(document.getElementById("figures"), m, job);
+      renderUnitMap(unitmap, m, job);
+      renderFigures(figuresBody, m, job);
     } catch (e) {
-      document.getElementById("unitmap").replaceChildren(el("p", { class: "error" }, e.message));
+      unitmap.replaceChildren(el("p", { class: "error" }, e.message));
     }
   };
   // At most one unit-map request a second, however fast results arrive.
@@ -532,7 +536,8 @@ function workersPage() {
   document.title = "Workers · SpareCycles";
   const body = el("div", { class: "table-wrap", id: "workers" });
   const note = el("div", { class: "error", role: "alert" });
-  main.append(el("section", { class: "panel" }, el("div", { class: "head" }, el("h1", {}, "Workers"), el("span", { class: "spacer" }), el("span", { class: "muted small", id: "workers-note" })), note, body));
+  const count = el("span", { class: "muted small", id: "workers-note" });
+  main.append(el("section", { class: "panel" }, el("div", { class: "head" }, el("h1", {}, "Workers"), el("span", { class: "spacer" }), count), note, body));
   if (!token()) {
     const input = el("input", { type: "password", id: "workers-token", autocomplete: "off" });
     body.replaceChildren(el("form", { class: "row", onsubmit: (e) => { e.preventDefault(); if (input.value.trim()) { localStorage.setItem(TOKEN_KEY, input.value.trim()); route(); } } },
@@ -548,7 +553,7 @@ function workersPage() {
       const workers = await api("/api/v1/workers", { auth: true });
       note.textContent = "";
       renderWorkers(body, workers);
-      document.getElementById("workers-note").textContent = `${workers.length} enrolled`;
+      count.textContent = `${workers.length} enrolled`;
     } catch (e) {
       if (e.status === 401) localStorage.removeItem(TOKEN_KEY);
       note.textContent = e.message;
