@@ -9,6 +9,8 @@ mod postgres;
 mod sqlite;
 mod submitters;
 
+use std::collections::HashMap;
+
 use async_trait::async_trait;
 use serde_json::Value;
 use sparecycles_protocol::{JobState, Millis, Redundancy};
@@ -196,6 +198,63 @@ pub struct UnitVerdict {
     pub solo: bool,
     /// Task id -> worker id of the unit's tasks, for reputation updates.
     pub task_workers: Vec<(Uuid, Uuid)>,
+}
+
+/// What one transitioner batch changes about one worker's reputation.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct TrustDelta {
+    pub valid: i64,
+    pub invalid: i64,
+    pub credit: f64,
+}
+
+/// What the units a batch really decided valid change, for both stores to write.
+#[derive(Debug, Default)]
+pub(crate) struct ValidEffects {
+    /// Units decided, per job.
+    pub units_done: HashMap<Uuid, i64>,
+    /// The decided units (their unsent replicas are aborted).
+    pub units: Vec<Uuid>,
+    pub valid_tasks: Vec<Uuid>,
+    pub invalid_tasks: Vec<Uuid>,
+    /// Reputation changes, per worker.
+    pub workers: HashMap<Uuid, TrustDelta>,
+}
+
+/// Collects the effects of the valid verdicts whose unit `decided` says this batch decided
+/// (a unit already decided meanwhile counts for nothing).
+pub(crate) fn valid_effects(
+    verdicts: &[UnitVerdict],
+    decided: impl Fn(Uuid) -> bool,
+) -> ValidEffects {
+    let mut out = ValidEffects::default();
+    for v in verdicts {
+        let Decision::Valid { valid, invalid, .. } = &v.decision else {
+            continue;
+        };
+        if !decided(v.unit_id) {
+            continue;
+        }
+        *out.units_done.entry(v.job_id).or_default() += 1;
+        out.units.push(v.unit_id);
+        let worker_of = |task: &Uuid| {
+            v.task_workers
+                .iter()
+                .find(|(t, _)| t == task)
+                .map(|(_, w)| *w)
+        };
+        for w in valid.iter().filter_map(worker_of) {
+            let d = out.workers.entry(w).or_default();
+            d.valid += 1;
+            d.credit += v.credit;
+        }
+        for w in invalid.iter().filter_map(worker_of) {
+            out.workers.entry(w).or_default().invalid += 1;
+        }
+        out.valid_tasks.extend(valid.iter().copied());
+        out.invalid_tasks.extend(invalid.iter().copied());
+    }
+    out
 }
 
 /// Everything the coordinator persists.

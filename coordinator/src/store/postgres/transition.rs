@@ -7,13 +7,12 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use sparecycles_protocol::Millis;
 use sqlx::{PgConnection, Row};
-use uuid::Uuid;
 
 use super::jobs::insert_tasks;
 use super::{PostgresStore, ids, job_state, opt_uuid_col, trust, uuid_col};
 use crate::scheduler::trust::TrustPolicy;
 use crate::scheduler::validate::{Decision, TaskSnapshot, TaskState};
-use crate::store::{DirtyUnit, StoreError, StoreResult, UnitVerdict};
+use crate::store::{DirtyUnit, StoreError, StoreResult, UnitVerdict, valid_effects};
 
 impl PostgresStore {
     pub(super) async fn expire_once(&self, now: Millis) -> StoreResult<u64> {
@@ -113,7 +112,7 @@ impl PostgresStore {
         now: Millis,
     ) -> StoreResult<()> {
         let mut tx = self.pool.begin().await?;
-        let mut deltas: HashMap<Uuid, trust::Delta> = HashMap::new();
+        let mut deltas = HashMap::new();
         let mut jobs: BTreeMap<String, JobDelta> = BTreeMap::new();
         // Set-based, as on SQLite: a statement per kind of change for the whole batch, not a
         // few per unit (a round trip each: 2.3 ms a unit, which bound PostgreSQL's W1 to ~400
@@ -187,50 +186,30 @@ impl PostgresStore {
             .await?
             .into_iter()
             .collect();
-            let (mut units, mut valid_ids, mut invalid_ids) = (Vec::new(), Vec::new(), Vec::new());
-            for v in verdicts {
-                let Decision::Valid { valid, invalid, .. } = &v.decision else {
-                    continue;
-                };
-                let unit = v.unit_id.to_string();
-                if !decided.contains(&unit) {
-                    continue;
-                }
-                jobs.entry(v.job_id.to_string()).or_default().units_done += 1;
-                units.push(unit);
-                let worker_of = |task: &Uuid| {
-                    v.task_workers
-                        .iter()
-                        .find(|(t, _)| t == task)
-                        .map(|(_, w)| *w)
-                };
-                for w in valid.iter().filter_map(worker_of) {
-                    let d = deltas.entry(w).or_default();
-                    d.valid += 1;
-                    d.credit += v.credit;
-                }
-                for w in invalid.iter().filter_map(worker_of) {
-                    deltas.entry(w).or_default().invalid += 1;
-                }
-                valid_ids.extend(ids(valid));
-                invalid_ids.extend(ids(invalid));
+            let effects = valid_effects(verdicts, |unit| decided.contains(&unit.to_string()));
+            for (job, n) in &effects.units_done {
+                jobs.entry(job.to_string()).or_default().units_done += n;
             }
             sqlx::query(
                 "UPDATE tasks SET state = 'aborted' WHERE unit_id = ANY($1) AND state = 'unsent'",
             )
-            .bind(&units)
+            .bind(ids(&effects.units))
             .execute(&mut *tx)
             .await?;
-            for (task_ids, verdict) in [(valid_ids, "valid"), (invalid_ids, "invalid")] {
+            for (task_ids, verdict) in [
+                (&effects.valid_tasks, "valid"),
+                (&effects.invalid_tasks, "invalid"),
+            ] {
                 if task_ids.is_empty() {
                     continue;
                 }
                 sqlx::query("UPDATE tasks SET validation = $1 WHERE id = ANY($2)")
                     .bind(verdict)
-                    .bind(&task_ids)
+                    .bind(ids(task_ids))
                     .execute(&mut *tx)
                     .await?;
             }
+            deltas = effects.workers;
         }
         // Workers, then jobs (each in id order): leases lock their worker, then the jobs they
         // lease from, so taking them in the same order never deadlocks with a lease.

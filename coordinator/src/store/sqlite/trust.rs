@@ -9,15 +9,7 @@ use uuid::Uuid;
 
 use super::{id_list, uuid_col};
 use crate::scheduler::trust::{TrustPolicy, decay, quota_after_valid};
-use crate::store::StoreResult;
-
-/// What one transitioner batch changes about one worker.
-#[derive(Debug, Default, Clone)]
-pub(super) struct Delta {
-    pub valid: i64,
-    pub invalid: i64,
-    pub credit: f64,
-}
+use crate::store::{StoreResult, TrustDelta as Delta};
 
 /// Applies valid/invalid counts, credit, streak and quota changes; bans workers whose invalid
 /// rate passed the threshold. Returns the workers with a new invalid result (liars to undo).

@@ -11,7 +11,7 @@ use uuid::Uuid;
 use super::{id_list, insert_tasks, trust};
 use crate::scheduler::trust::TrustPolicy;
 use crate::scheduler::validate::Decision;
-use crate::store::{StoreResult, UnitVerdict};
+use crate::store::{StoreResult, UnitVerdict, valid_effects};
 
 /// Adds `n` to a per-job counter column, one statement per job.
 async fn bump_jobs(
@@ -94,7 +94,7 @@ pub(super) async fn apply(
     }
 
     // Valid: decide the units still open, in one statement; only those count.
-    let mut deltas: HashMap<Uuid, trust::Delta> = HashMap::new();
+    let mut deltas = HashMap::new();
     if !decided.is_empty() {
         let rows = sqlx::query(
             "UPDATE units SET state = 'done', canonical_task = j.value ->> 'canonical', dirty = 0, \
@@ -108,43 +108,19 @@ pub(super) async fn apply(
             .iter()
             .map(|r| r.try_get::<String, _>("id"))
             .collect::<Result<_, _>>()?;
-        let mut per_job: HashMap<Uuid, i64> = HashMap::new();
-        let (mut units, mut valid_ids, mut invalid_ids) = (Vec::new(), Vec::new(), Vec::new());
-        for v in &verdicts {
-            let Decision::Valid { valid, invalid, .. } = &v.decision else {
-                continue;
-            };
-            if !done.contains(&v.unit_id.to_string()) {
-                continue;
-            }
-            *per_job.entry(v.job_id).or_default() += 1;
-            units.push(v.unit_id);
-            let worker_of = |task: &Uuid| {
-                v.task_workers
-                    .iter()
-                    .find(|(t, _)| t == task)
-                    .map(|(_, w)| *w)
-            };
-            for w in valid.iter().filter_map(worker_of) {
-                let d = deltas.entry(w).or_default();
-                d.valid += 1;
-                d.credit += v.credit;
-            }
-            for w in invalid.iter().filter_map(worker_of) {
-                deltas.entry(w).or_default().invalid += 1;
-            }
-            valid_ids.extend(valid.iter().copied());
-            invalid_ids.extend(invalid.iter().copied());
-        }
-        bump_jobs(conn, "units_done", per_job, now).await?;
+        let effects = valid_effects(&verdicts, |unit| done.contains(&unit.to_string()));
+        bump_jobs(conn, "units_done", effects.units_done, now).await?;
         sqlx::query(
             "UPDATE tasks SET state = 'aborted' WHERE state = 'unsent' \
              AND unit_id IN (SELECT value FROM json_each(?1))",
         )
-        .bind(id_list(&units))
+        .bind(id_list(&effects.units))
         .execute(&mut *conn)
         .await?;
-        for (ids, verdict) in [(valid_ids, "valid"), (invalid_ids, "invalid")] {
+        for (ids, verdict) in [
+            (effects.valid_tasks, "valid"),
+            (effects.invalid_tasks, "invalid"),
+        ] {
             if ids.is_empty() {
                 continue;
             }
@@ -156,6 +132,7 @@ pub(super) async fn apply(
             .execute(&mut *conn)
             .await?;
         }
+        deltas = effects.workers;
     }
 
     // Failed: rare; the job fails with the first unit's reason.
