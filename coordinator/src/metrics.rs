@@ -21,6 +21,9 @@ pub const CORES_ONLINE: &str = "sparecycles_cores_online";
 pub const HTTP_DURATION: &str = "sparecycles_http_request_duration_seconds";
 /// Requests answered 429 by the rate limits (appears once the first one was).
 pub const RATE_LIMITED: &str = "sparecycles_rate_limited_total";
+/// Leased tasks given a spare copy because their worker went silent or its presence line
+/// dropped, by `reason` (appears once the first one was).
+pub const TASKS_SPARED: &str = "sparecycles_tasks_spared_total";
 
 /// Every metric this coordinator exports, for tests and the Grafana check.
 pub const ALL: &[&str] = &[
@@ -92,6 +95,11 @@ fn describe() {
         "Results that disagreed with the canonical one."
     );
     describe_counter!(TASKS_TIMED_OUT, "Tasks not reported by their deadline.");
+    describe_counter!(
+        TASKS_SPARED,
+        "Leased tasks given a spare copy, by reason: the worker went silent, or its presence \
+         line dropped."
+    );
     describe_counter!(UNITS_DONE, "Units that reached a canonical result.");
     describe_counter!(UNITS_FAILED, "Units that failed.");
     describe_gauge!(QUEUE_DEPTH, "Tasks waiting for a worker.");

@@ -65,6 +65,8 @@ struct Inner {
     work: Notify,
     /// Set at shutdown: waiting leases return at once so the server can drain.
     closing: std::sync::atomic::AtomicBool,
+    /// Open presence requests per worker (see `http::work::presence`).
+    present: Mutex<HashMap<Uuid, usize>>,
     hub: crate::events::Hub,
     limiters: crate::http::limit::Limiters,
 }
@@ -80,6 +82,7 @@ impl AppState {
                 transition: Notify::new(),
                 work: Notify::new(),
                 closing: Default::default(),
+                present: Mutex::new(HashMap::new()),
                 hub: crate::events::Hub::default(),
                 limiters: crate::http::limit::Limiters::new(settings.rate_limits),
                 settings,
@@ -137,6 +140,42 @@ impl AppState {
         self.inner
             .closing
             .load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Resolves once the server is shutting down.
+    pub async fn closed(&self) {
+        loop {
+            let signal = self.work_signal();
+            tokio::pin!(signal);
+            signal.as_mut().enable();
+            if self.closing() {
+                return;
+            }
+            signal.await;
+        }
+    }
+
+    /// Notes a worker's presence request opened (`true`) or ended (`false`).
+    pub fn set_present(&self, worker: Uuid, opened: bool) {
+        let mut present = self.inner.present.lock().unwrap_or_else(|e| e.into_inner());
+        let count = present.entry(worker).or_default();
+        if opened {
+            *count += 1;
+        } else {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                present.remove(&worker);
+            }
+        }
+    }
+
+    /// Whether the worker has a presence request open on this coordinator.
+    pub fn is_present(&self, worker: Uuid) -> bool {
+        self.inner
+            .present
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(&worker)
     }
 
     /// Starts shutting down: event streams end, waiting leases return.

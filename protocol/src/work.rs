@@ -300,6 +300,29 @@ pub struct ReleaseResponse {
     pub released: Vec<Uuid>,
 }
 
+/// A worker's open line to the coordinator: held open for `wait_ms` (at most
+/// [`MAX_PRESENCE_WAIT_MS`]), then answered, and opened again by the worker at once. A worker
+/// process that dies closes it, which the coordinator notices at once: the dead worker's tasks
+/// get spare copies within a second instead of after the silence limit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct PresenceRequest {
+    /// How long (ms) the coordinator holds the request open.
+    pub wait_ms: u32,
+}
+
+/// The longest a presence request is held: well under the worker's request timeout.
+pub const MAX_PRESENCE_WAIT_MS: u32 = 30_000;
+
+/// The answer to a presence request that ran its time (or met a coordinator shutting down).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PresenceResponse {
+    /// How long (ms) the request was held.
+    pub held_ms: u64,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,7 +10,9 @@ use reqwest::StatusCode;
 use reqwest::header::{HeaderMap, RETRY_AFTER};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use sparecycles_protocol::work::{ReleaseRequest, ReleaseResponse};
+use sparecycles_protocol::work::{
+    PresenceRequest, PresenceResponse, ReleaseRequest, ReleaseResponse,
+};
 use sparecycles_protocol::{
     EnrollRequest, EnrollResponse, ErrorBody, HeartbeatRequest, HeartbeatResponse, LeaseRequest,
     LeaseResponse, ReportRequest, ReportResponse, WorkerView,
@@ -170,6 +172,12 @@ impl Client {
     /// `POST /api/v1/work/release`: hands back leased tasks this worker will not compute.
     pub async fn release(&self, req: &ReleaseRequest) -> Result<ReleaseResponse, ClientError> {
         self.post("/api/v1/work/release", req, true).await
+    }
+
+    /// `POST /api/v1/work/presence`: an open line the coordinator holds for `wait_ms`; if
+    /// this process dies, the closed connection tells the coordinator at once.
+    pub async fn presence(&self, req: &PresenceRequest) -> Result<PresenceResponse, ClientError> {
+        self.post("/api/v1/work/presence", req, true).await
     }
 
     /// `GET /api/v1/work/me`: this worker as the coordinator sees it (counts, credit).

@@ -46,6 +46,7 @@ pub fn router() -> Router<AppState> {
         crate::http::work::lease,
         crate::http::work::heartbeat,
         crate::http::work::release,
+        crate::http::work::presence,
         crate::http::work::report,
         crate::http::work::me,
         crate::http::workers::unban,

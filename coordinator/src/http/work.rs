@@ -10,7 +10,8 @@ use axum::{Json, Router};
 use sparecycles_protocol::ErrorBody;
 use sparecycles_protocol::work::{
     MAX_APPS, MAX_ERROR_BYTES, MAX_LABEL_CHARS, MAX_LEASE_TASKS, MAX_LEASE_WAIT_MS,
-    MAX_REPORT_RESULTS, ReleaseRequest, ReleaseResponse,
+    MAX_PRESENCE_WAIT_MS, MAX_REPORT_RESULTS, PresenceRequest, PresenceResponse, ReleaseRequest,
+    ReleaseResponse,
 };
 use sparecycles_protocol::{
     EnrollRequest, EnrollResponse, HeartbeatRequest, HeartbeatResponse, LeaseRequest,
@@ -23,7 +24,7 @@ use crate::auth::{Admin, WORKER_PREFIX, WorkerAuth, generate_token, hash_token};
 use crate::http::error::{ApiError, ApiJson};
 use crate::scheduler::trust::{self, initial_quota};
 use crate::state::AppState;
-use crate::store::{LeaseAsk, LeasedTask, NewWorker, Outcome, WorkerRow};
+use crate::store::{LeaseAsk, LeasedTask, NewWorker, Outcome, Suspects, WorkerRow};
 
 /// Largest accepted report body: many results, some of them image tiles.
 const REPORT_BODY_LIMIT: usize = 64 * 1024 * 1024;
@@ -37,6 +38,7 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/work/lease", post(lease))
         .route("/api/v1/work/heartbeat", post(heartbeat))
         .route("/api/v1/work/release", post(release))
+        .route("/api/v1/work/presence", post(presence))
         .route("/api/v1/work/me", get(me))
         .layer(DefaultBodyLimit::max(SMALL_BODY_LIMIT))
         .route(
@@ -400,6 +402,93 @@ async fn heartbeat(
         .heartbeat(worker.id, &ids, now_millis())
         .await?;
     Ok(Json(HeartbeatResponse { abort }))
+}
+
+/// How long after a worker's presence line dropped its tasks get spares, unless it opened
+/// another: rides out a connection reset, while a dead worker costs about a second.
+const DISCONNECT_GRACE: Duration = Duration::from_secs(1);
+
+/// A worker's open line: held for `wait_ms`, then answered (the worker opens the next at once).
+/// When the worker's process dies its connection closes and the server drops this request
+/// unanswered: after [`DISCONNECT_GRACE`] without a new line, the worker's leased tasks get
+/// spare copies, as a silent worker's do after the silence limit (`--suspect-after-secs`). The
+/// originals stay leased: the first valid result counts.
+#[utoipa::path(
+    post,
+    path = "/api/v1/work/presence",
+    tag = "work",
+    security(("worker" = [])),
+    request_body = PresenceRequest,
+    responses(
+        (status = 200, description = "Held its time, or the coordinator is shutting down", body = PresenceResponse),
+        WorkerCallRefusals,
+    )
+)]
+async fn presence(
+    State(state): State<AppState>,
+    WorkerAuth(worker): WorkerAuth,
+    ApiJson(req): ApiJson<PresenceRequest>,
+) -> Result<Json<PresenceResponse>, ApiError> {
+    let wait = Duration::from_millis(req.wait_ms.min(MAX_PRESENCE_WAIT_MS).into());
+    let started = std::time::Instant::now();
+    let mut line = PresenceLine::open(state.clone(), worker.id);
+    tokio::select! {
+        _ = tokio::time::sleep(wait) => {}
+        _ = state.closed() => {}
+    }
+    line.answered = true;
+    Ok(Json(PresenceResponse {
+        held_ms: started.elapsed().as_millis() as u64,
+    }))
+}
+
+/// An open presence request; dropped unanswered means the worker hung up.
+struct PresenceLine {
+    state: AppState,
+    worker: Uuid,
+    answered: bool,
+}
+
+impl PresenceLine {
+    fn open(state: AppState, worker: Uuid) -> Self {
+        state.set_present(worker, true);
+        PresenceLine {
+            state,
+            worker,
+            answered: false,
+        }
+    }
+}
+
+impl Drop for PresenceLine {
+    fn drop(&mut self) {
+        self.state.set_present(self.worker, false);
+        if self.answered || self.state.closing() {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let (state, worker) = (self.state.clone(), self.worker);
+        runtime.spawn(async move {
+            tokio::time::sleep(DISCONNECT_GRACE).await;
+            if state.is_present(worker) || state.closing() {
+                return;
+            }
+            match state.store().spare_suspects(Suspects::Worker(worker)).await {
+                Ok(0) => tracing::info!(%worker, "worker disconnected"),
+                Ok(spared) => {
+                    metrics::counter!(crate::metrics::TASKS_SPARED, "reason" => "disconnected")
+                        .increment(spared);
+                    tracing::info!(%worker, spared, "worker disconnected; its tasks get spare copies");
+                    state.wake_transitioner();
+                }
+                Err(e) => {
+                    tracing::warn!(%worker, error = %e, "cannot spare a disconnected worker's tasks")
+                }
+            }
+        });
+    }
 }
 
 /// A worker hands back tasks it will not compute (it is shutting down): they are reissued at

@@ -57,9 +57,13 @@ pub async fn pass(state: &AppState, check_deadlines: bool) -> anyhow::Result<()>
             tracing::info!(expired, "tasks timed out; replacements will be created");
         }
         let silent_since = now_millis() - state.settings().suspect_after.as_millis() as i64;
-        let suspected = store.spare_suspects(silent_since).await?;
+        let suspected = store
+            .spare_suspects(crate::store::Suspects::SilentSince(silent_since))
+            .await?;
         new_work |= suspected > 0;
         if suspected > 0 {
+            metrics::counter!(crate::metrics::TASKS_SPARED, "reason" => "silent")
+                .increment(suspected);
             tracing::info!(suspected, "tasks of silent workers get spare tasks");
         }
     }

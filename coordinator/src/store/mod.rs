@@ -257,6 +257,15 @@ pub(crate) fn valid_effects(
     out
 }
 
+/// Whose leased tasks get spares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Suspects {
+    /// Workers not seen since this time (silent: maybe gone).
+    SilentSince(Millis),
+    /// One worker whose connection dropped (its process most likely died).
+    Worker(Uuid),
+}
+
 /// Everything the coordinator persists.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -343,9 +352,9 @@ pub trait Store: Send + Sync + 'static {
         now: Millis,
     ) -> StoreResult<Vec<Uuid>>;
 
-    /// Marks leased tasks of workers not seen since `seen_before` as suspect, so their units
-    /// get a spare task; returns how many.
-    async fn spare_suspects(&self, seen_before: Millis) -> StoreResult<u64>;
+    /// Marks the leased tasks of the `who` workers as suspect, so their units get a spare
+    /// task; returns how many.
+    async fn spare_suspects(&self, who: Suspects) -> StoreResult<u64>;
     /// Lifts a ban and resets the worker's invalid count and streak; false if no such worker.
     async fn unban(&self, worker: Uuid) -> StoreResult<bool>;
     /// Times out leased tasks past their deadline; returns how many.

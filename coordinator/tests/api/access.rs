@@ -180,6 +180,13 @@ fn routes() -> Vec<Route> {
             Fixed,
             worker_only,
         ),
+        route(
+            M::POST,
+            "/api/v1/work/presence",
+            Some(json!({"wait_ms": 0})),
+            Fixed,
+            worker_only,
+        ),
         route(M::GET, "/api/v1/work/me", None, Fixed, worker_only),
         // A JSON body is not a module: a 422 means the caller got past access control.
         route(

@@ -262,6 +262,15 @@ impl Worker {
         }
     }
 
+    /// SIGSTOPs the worker: a hung machine, silent but with its connections still open.
+    pub fn freeze(&self) {
+        if let Some(c) = &self.child {
+            let _ = Command::new("kill")
+                .args(["-STOP", &c.id().to_string()])
+                .status();
+        }
+    }
+
     /// SIGKILLs the worker.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {

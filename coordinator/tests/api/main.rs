@@ -142,11 +142,13 @@ async fn mandelbrot_job_returns_the_right_png() {
     assert_eq!((reader.info().width, reader.info().height), (200, 150));
 }
 
+/// A hung worker (its connections open, so nothing tells the coordinator it is gone) is found
+/// by its tasks' deadlines.
 #[tokio::test(flavor = "multi_thread")]
-async fn a_killed_worker_s_tasks_time_out_and_the_job_ends_correct() {
+async fn a_frozen_worker_s_tasks_time_out_and_the_job_ends_correct() {
     let c = Coordinator::start();
     let api = c.api();
-    let mut doomed = c.worker("doomed", 1);
+    let doomed = c.worker("doomed", 1);
     let job = api
         .submit(&spec(json!({
             "name": "survives a crash",
@@ -158,11 +160,11 @@ async fn a_killed_worker_s_tasks_time_out_and_the_job_ends_correct() {
         .await;
     let _w = [c.worker("a", 1), c.worker("b", 1)];
     api.wait_done(job.id, 3, LONG).await;
-    doomed.kill();
+    doomed.freeze();
     let done = api.wait(job.id, LONG).await;
     assert_eq!(done.state, JobState::Completed, "{done:?}");
     assert_eq!(api.result_json(job.id).await, json!({"count": 16_252_325}));
-    // The killed worker's leases were timed out and replaced.
+    // The frozen worker's leases were timed out and replaced.
     let pool = db(&c).await;
     let timed_out: i64 = sqlx::query_scalar(
         "SELECT COUNT(*) FROM tasks t JOIN workers w ON w.id = t.worker_id \
@@ -173,8 +175,63 @@ async fn a_killed_worker_s_tasks_time_out_and_the_job_ends_correct() {
     .unwrap();
     assert!(
         timed_out >= 1,
-        "the killed worker held no lease when it died"
+        "the frozen worker held no lease when it stopped"
     );
+}
+
+/// With the default limits (a worker is suspected after 60 s of silence, a unit times out
+/// after an hour), a SIGKILLed worker's unit is computed elsewhere within seconds: its
+/// presence line closed with the process.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_worker_s_unit_is_recomputed_within_seconds_with_default_limits() {
+    let c = Coordinator::start();
+    let api = c.api();
+    // One unit of a few seconds on one core.
+    let job = api
+        .submit(&spec(json!({
+            "name": "outlives its first worker",
+            "app": "prime-count",
+            "params": {"start": 0, "end": 10_000_000_000u64, "unit_size": 10_000_000_000u64},
+            "redundancy": {"min_quorum": 1, "adaptive": false}
+        })))
+        .await;
+    let mut doomed = c.worker("doomed", 1);
+    let pool = db(&c).await;
+    let leased = || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT COUNT(*) FROM tasks t JOIN workers w ON w.id = t.worker_id \
+             WHERE w.name = 'doomed' AND t.state = 'leased'",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+    };
+    let started = std::time::Instant::now();
+    while leased().await == 0 {
+        assert!(started.elapsed() < LONG, "the worker never leased the unit");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    doomed.kill();
+    let killed = std::time::Instant::now();
+    let _rescuer = c.worker("rescuer", 1);
+    let done = api.wait(job.id, LONG).await;
+    assert_eq!(done.state, JobState::Completed, "{done:?}");
+    // pi(10^10)
+    assert_eq!(api.result_json(job.id).await, json!({"count": 455_052_511}));
+    assert!(
+        killed.elapsed() < Duration::from_secs(40),
+        "took {:?}: the dead worker was found by its silence, not its closed line",
+        killed.elapsed()
+    );
+    let spared: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM tasks t JOIN workers w ON w.id = t.worker_id \
+         WHERE w.name = 'doomed' AND t.spared",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(spared, 1);
+    assert!(c.log_text().contains("worker disconnected"));
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -1,6 +1,7 @@
 //! The worker protocol driven by hand: leases, refused reports, heartbeats.
 
 use serde_json::json;
+use sparecycles_protocol::work::{PresenceRequest, PresenceResponse};
 use sparecycles_protocol::{
     HeartbeatRequest, HeartbeatResponse, JobState, LeaseRequest, LeaseResponse, ReportRequest,
     ReportResponse, TaskProgress, TaskResult,
@@ -291,4 +292,109 @@ async fn a_waiting_lease_gets_work_submitted_later_and_ends_at_shutdown() {
         "the coordinator waited for a waiting lease instead of ending it"
     );
     assert_eq!(waiting.await.unwrap(), 0);
+}
+
+/// Whether `worker`'s leased tasks are marked spared, as (spared, not spared).
+async fn spared_of(c: &Coordinator, worker: &str) -> (i64, i64) {
+    let row = sqlx::query(
+        "SELECT COALESCE(SUM(CASE WHEN t.spared THEN 1 ELSE 0 END), 0), \
+         COALESCE(SUM(CASE WHEN t.spared THEN 0 ELSE 1 END), 0) \
+         FROM tasks t JOIN workers w ON w.id = t.worker_id WHERE w.name = $1",
+    )
+    .bind(worker)
+    .fetch_one(&db(c).await)
+    .await
+    .unwrap();
+    (row.get(0), row.get(1))
+}
+
+/// A worker keeps a presence request open. One whose line drops (its process died: the
+/// connection closed with the request unanswered) gets its leased tasks spared within about a
+/// second, long before the 60 s silence limit, and a spare goes to another worker; a line
+/// answered in time, or dropped and opened again at once (a connection reset), spares nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dropped_presence_line_gets_the_worker_s_tasks_spares_at_once() {
+    let c = Coordinator::start();
+    let api = c.api();
+    api.submit(&spec(json!({
+        "name": "held by three",
+        "app": "prime-count",
+        "params": {"start": 0, "end": 300, "unit_size": 100},
+        "redundancy": {"min_quorum": 1, "adaptive": false},
+    })))
+    .await;
+    let line = |token: String, wait_ms: u32| {
+        let api = api.clone();
+        tokio::spawn(async move {
+            let r: PresenceResponse = api
+                .worker_call(
+                    &token,
+                    "/api/v1/work/presence",
+                    &PresenceRequest { wait_ms },
+                )
+                .await;
+            r.held_ms
+        })
+    };
+    let mut held = Vec::new();
+    for name in ["alice", "bob", "carol"] {
+        let w = api.enroll(name).await;
+        let leased = api.lease(&w.token, 1).await.tasks;
+        assert_eq!(leased.len(), 1, "{name}");
+        held.push((w.token, leased[0].unit_id));
+    }
+    let alice = line(held[0].0.clone(), 30_000);
+    let carol = line(held[2].0.clone(), 30_000);
+    // Bob's line runs its time and is answered.
+    let held_ms = line(held[1].0.clone(), 300).await.unwrap();
+    assert!((300..5_000).contains(&held_ms), "{held_ms}");
+    // Carol's connection resets and she opens a new line at once.
+    carol.abort();
+    let _carol_again = line(held[2].0.clone(), 30_000);
+    // Alice's process dies.
+    alice.abort();
+    let dropped = std::time::Instant::now();
+    while spared_of(&c, "alice").await.0 == 0 {
+        assert!(
+            dropped.elapsed() < std::time::Duration::from_secs(10),
+            "alice's task was not spared after her line dropped"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // The grace is a second; a lost line is noticed at once.
+    assert!(
+        dropped.elapsed() < std::time::Duration::from_secs(5),
+        "{:?}",
+        dropped.elapsed()
+    );
+    // A spare of alice's unit goes to the next worker that asks.
+    let dave = api.enroll("dave").await;
+    let mut spare = Vec::new();
+    for _ in 0..100 {
+        spare = api.lease(&dave.token, 5).await.tasks;
+        if !spare.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(spare.len(), 1, "{spare:?}");
+    assert_eq!(spare[0].unit_id, held[0].1);
+    // Past carol's grace too: neither bob's nor carol's task was spared.
+    tokio::time::sleep(std::time::Duration::from_millis(1_500)).await;
+    assert_eq!(spared_of(&c, "alice").await, (1, 0));
+    assert_eq!(spared_of(&c, "bob").await, (0, 1));
+    assert_eq!(spared_of(&c, "carol").await, (0, 1));
+    let metrics = api
+        .http
+        .get(format!("{}/metrics", c.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"sparecycles_tasks_spared_total{reason="disconnected"} 1"#),
+        "{metrics}"
+    );
 }

@@ -10,7 +10,7 @@ mod verdicts;
 
 use std::collections::HashSet;
 
-use sparecycles_coordinator::store::{LeaseAsk, LeasedTask, Outcome, Store};
+use sparecycles_coordinator::store::{LeaseAsk, LeasedTask, Outcome, Store, Suspects};
 use sparecycles_protocol::{JobState, Millis};
 use uuid::Uuid;
 
@@ -319,3 +319,53 @@ async fn released_and_canceled_tasks(f: Fresh) {
     );
 }
 contract!(release_and_cancel, released_and_canceled_tasks);
+
+async fn spares_go_to_the_tasks_of_silent_or_disconnected_workers(f: Fresh) {
+    let s = f.store.as_ref();
+    job(s, 3, 3, redundancy(1, false), NOW).await;
+    let (a, b) = (
+        worker(s, None, 20, NOW).await,
+        worker(s, None, 20, NOW).await,
+    );
+    let of_a: HashSet<Uuid> = lease(s, a, 2, NOW)
+        .await
+        .iter()
+        .map(|t| t.unit_id)
+        .collect();
+    let of_b = lease(s, b, 1, NOW).await[0].unit_id;
+    assert_eq!(s.spare_suspects(Suspects::Worker(a)).await.unwrap(), 2);
+    assert_eq!(
+        s.spare_suspects(Suspects::Worker(a)).await.unwrap(),
+        0,
+        "spared once"
+    );
+    // Both were seen at NOW: neither is silent since then.
+    assert_eq!(
+        s.spare_suspects(Suspects::SilentSince(NOW)).await.unwrap(),
+        0
+    );
+    let dirty = s.dirty_units(10).await.unwrap();
+    let suspects: HashSet<Uuid> = dirty
+        .iter()
+        .filter(|u| u.tasks.iter().any(|t| t.suspect))
+        .map(|u| u.unit_id)
+        .collect();
+    assert_eq!(suspects, of_a, "a's units are up for a spare, b's is not");
+    assert_eq!(
+        s.spare_suspects(Suspects::SilentSince(NOW + 1))
+            .await
+            .unwrap(),
+        1,
+        "only b's task was left unspared"
+    );
+    let dirty = s.dirty_units(10).await.unwrap();
+    assert!(
+        dirty
+            .iter()
+            .any(|u| u.unit_id == of_b && u.tasks.iter().all(|t| t.suspect))
+    );
+}
+contract!(
+    spare_suspects,
+    spares_go_to_the_tasks_of_silent_or_disconnected_workers
+);

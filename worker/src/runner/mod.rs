@@ -1,9 +1,10 @@
 //! `worker run`: enroll if needed, then lease, compute, heartbeat and report until shutdown.
 //!
-//! Four async loops share one [`Shared`]: the lease loop fills a small buffer of tasks, the
+//! Five async loops share one [`Shared`]: the lease loop fills a small buffer of tasks, the
 //! dispatcher hands them one at a time to the compute thread (the only place CPU work runs) and
-//! stores each result in the outbox, the report loop delivers the outbox, and the heartbeat loop
-//! reports progress and applies aborts.
+//! stores each result in the outbox, the report loop delivers the outbox, the heartbeat loop
+//! reports progress and applies aborts, and the presence loop keeps a request open so that the
+//! coordinator notices at once when this process dies.
 
 mod compute;
 mod config;
@@ -11,6 +12,7 @@ mod control;
 mod dispatch;
 mod heartbeat;
 mod lease;
+mod presence;
 mod report;
 mod session;
 mod stop;
@@ -158,6 +160,7 @@ pub async fn run(
         .context("starting the compute pool")?;
     let lease = tokio::spawn(lease::lease_loop(shared.clone()));
     let heartbeat = tokio::spawn(heartbeat::heartbeat_loop(shared.clone()));
+    let presence = tokio::spawn(presence::presence_loop(shared.clone()));
     let mut dispatcher = tokio::spawn(dispatch::dispatch_loop(
         shared.clone(),
         compute,
@@ -180,6 +183,7 @@ pub async fn run(
     let buffered = shared.tasks.wind_down();
     let _ = lease.await;
     let _ = heartbeat.await;
+    let _ = presence.await;
     let dispatched = match failed {
         Some(ended) => ended,
         None => dispatcher.await,

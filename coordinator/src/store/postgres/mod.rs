@@ -29,7 +29,7 @@ pub use lead::LEADER_LOCK_KEY;
 
 use super::{
     DirtyUnit, JobRow, LeaseAsk, LeasedTask, NewJob, NewWorker, Outcome, ReportTarget, Store,
-    StoreError, StoreResult, UnitVerdict, WorkerRow,
+    StoreError, StoreResult, Suspects, UnitVerdict, WorkerRow,
 };
 use crate::scheduler::trust::TrustPolicy;
 
@@ -376,8 +376,8 @@ impl Store for PostgresStore {
         retry("record_results", || self.record_once(worker, &results, now)).await
     }
 
-    async fn spare_suspects(&self, seen_before: Millis) -> StoreResult<u64> {
-        retry("spare_suspects", || self.spare_once(seen_before)).await
+    async fn spare_suspects(&self, who: Suspects) -> StoreResult<u64> {
+        retry("spare_suspects", || self.spare_once(who)).await
     }
 
     async fn unban(&self, worker: Uuid) -> StoreResult<bool> {

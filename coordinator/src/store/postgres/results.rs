@@ -6,7 +6,7 @@ use sqlx::Row;
 use uuid::Uuid;
 
 use super::{PostgresStore, ids, job_state, opt_uuid_col, trust, uuid_col};
-use crate::store::{Outcome, ReportTarget, StoreResult};
+use crate::store::{Outcome, ReportTarget, StoreResult, Suspects};
 
 impl PostgresStore {
     pub(super) async fn heartbeat_tasks(
@@ -146,13 +146,21 @@ impl PostgresStore {
         Ok(recorded)
     }
 
-    pub(super) async fn spare_once(&self, seen_before: Millis) -> StoreResult<u64> {
+    pub(super) async fn spare_once(&self, who: Suspects) -> StoreResult<u64> {
         let mut tx = self.pool.begin().await?;
-        let units: Vec<String> = sqlx::query_scalar(
-            "UPDATE tasks SET spared = TRUE WHERE state = 'leased' AND NOT spared \
-             AND worker_id IN (SELECT id FROM workers WHERE last_seen < $1) RETURNING unit_id",
-        )
-        .bind(seen_before)
+        // Spared tasks stay leased: the first valid result, the original's or the spare's, counts.
+        let units: Vec<String> = match who {
+            Suspects::SilentSince(seen_before) => sqlx::query_scalar(
+                "UPDATE tasks SET spared = TRUE WHERE state = 'leased' AND NOT spared \
+                 AND worker_id IN (SELECT id FROM workers WHERE last_seen < $1) RETURNING unit_id",
+            )
+            .bind(seen_before),
+            Suspects::Worker(worker) => sqlx::query_scalar(
+                "UPDATE tasks SET spared = TRUE WHERE state = 'leased' AND NOT spared \
+                 AND worker_id = $1 RETURNING unit_id",
+            )
+            .bind(worker.to_string()),
+        }
         .fetch_all(&mut *tx)
         .await?;
         if units.is_empty() {

@@ -27,7 +27,7 @@ mod verdicts;
 
 use super::{
     DirtyUnit, JobRow, LeaseAsk, LeasedTask, NewJob, NewWorker, Outcome, ReportTarget, Store,
-    StoreError, StoreResult, UnitVerdict, WorkerRow,
+    StoreError, StoreResult, Suspects, UnitVerdict, WorkerRow,
 };
 use crate::scheduler::trust::TrustPolicy;
 use crate::scheduler::validate::{TaskSnapshot, TaskState};
@@ -703,13 +703,21 @@ impl Store for SqliteStore {
         self.grouped(op, answer).await
     }
 
-    async fn spare_suspects(&self, seen_before: Millis) -> StoreResult<u64> {
+    async fn spare_suspects(&self, who: Suspects) -> StoreResult<u64> {
         let mut tx = self.writer.begin().await?;
-        let units: Vec<String> = sqlx::query_scalar(
-            "UPDATE tasks SET spared = 1 WHERE state = 'leased' AND spared = 0 \
-             AND worker_id IN (SELECT id FROM workers WHERE last_seen < ?1) RETURNING unit_id",
-        )
-        .bind(seen_before)
+        // Spared tasks stay leased: the first valid result, the original's or the spare's, counts.
+        let units: Vec<String> = match who {
+            Suspects::SilentSince(seen_before) => sqlx::query_scalar(
+                "UPDATE tasks SET spared = 1 WHERE state = 'leased' AND spared = 0 \
+                 AND worker_id IN (SELECT id FROM workers WHERE last_seen < ?1) RETURNING unit_id",
+            )
+            .bind(seen_before),
+            Suspects::Worker(worker) => sqlx::query_scalar(
+                "UPDATE tasks SET spared = 1 WHERE state = 'leased' AND spared = 0 \
+                 AND worker_id = ?1 RETURNING unit_id",
+            )
+            .bind(worker.to_string()),
+        }
         .fetch_all(&mut *tx)
         .await?;
         if units.is_empty() {
