@@ -392,6 +392,18 @@ impl Api {
         )
     }
 
+    /// The Prometheus text of `/metrics`.
+    pub async fn metrics(&self) -> String {
+        let resp = self
+            .http
+            .get(format!("{}/metrics", self.url))
+            .send()
+            .await
+            .expect("GET /metrics");
+        assert_eq!(resp.status(), 200);
+        resp.text().await.expect("metrics body")
+    }
+
     pub async fn job(&self, id: Uuid) -> JobView {
         self.http
             .get(format!("{}/api/v1/jobs/{id}", self.url))

@@ -384,15 +384,7 @@ async fn a_dropped_presence_line_gets_the_worker_s_tasks_spares_at_once() {
     assert_eq!(spared_of(&c, "alice").await, (1, 0));
     assert_eq!(spared_of(&c, "bob").await, (0, 1));
     assert_eq!(spared_of(&c, "carol").await, (0, 1));
-    let metrics = api
-        .http
-        .get(format!("{}/metrics", c.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = api.metrics().await;
     assert!(
         metrics.contains(r#"sparecycles_tasks_spared_total{reason="disconnected"} 1"#),
         "{metrics}"

@@ -138,15 +138,7 @@ async fn a_real_worker_obeys_the_limit_and_still_finishes() {
     let _w = c.worker("slowed", 1);
     let done = api.wait(job.id, Duration::from_secs(120)).await;
     assert_eq!(done.state, JobState::Completed, "{done:?}");
-    let metrics = api
-        .http
-        .get(format!("{}/metrics", c.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = api.metrics().await;
     assert!(
         metrics.contains("sparecycles_rate_limited_total"),
         "the worker was never limited, so this proved nothing"
