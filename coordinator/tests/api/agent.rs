@@ -384,7 +384,9 @@ async fn sigterm_hands_unstarted_leases_back_at_once() {
         .submit(&spec(json!({
             "name": "handed back",
             "app": "collatz",
-            "params": {"start": 1, "end": 20_000_001u64, "unit_size": 2_000_000},
+            // Units of about a second: status.json is rewritten once a second, and with units
+            // of 0.1 s the whole job could pass between two snapshots of a full buffer.
+            "params": {"start": 1, "end": 100_000_001u64, "unit_size": 10_000_000},
             "redundancy": {"min_quorum": 1},
             "unit_timeout_secs": 3600
         })))
