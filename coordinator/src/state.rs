@@ -65,6 +65,9 @@ struct Inner {
     work: Notify,
     /// Set at shutdown: waiting leases return at once so the server can drain.
     closing: std::sync::atomic::AtomicBool,
+    /// Signaled once, at shutdown (presence lines wait on it, not on `work`: a fleet's held
+    /// lines would otherwise all wake at every new task).
+    shutdown: Notify,
     /// Open presence requests per worker (see `http::work::presence`).
     present: Mutex<HashMap<Uuid, usize>>,
     hub: crate::events::Hub,
@@ -82,6 +85,7 @@ impl AppState {
                 transition: Notify::new(),
                 work: Notify::new(),
                 closing: Default::default(),
+                shutdown: Notify::new(),
                 present: Mutex::new(HashMap::new()),
                 hub: crate::events::Hub::default(),
                 limiters: crate::http::limit::Limiters::new(settings.rate_limits),
@@ -144,13 +148,10 @@ impl AppState {
 
     /// Resolves once the server is shutting down.
     pub async fn closed(&self) {
-        loop {
-            let signal = self.work_signal();
-            tokio::pin!(signal);
-            signal.as_mut().enable();
-            if self.closing() {
-                return;
-            }
+        let signal = self.inner.shutdown.notified();
+        tokio::pin!(signal);
+        signal.as_mut().enable();
+        if !self.closing() {
             signal.await;
         }
     }
@@ -185,6 +186,7 @@ impl AppState {
             .store(true, std::sync::atomic::Ordering::Release);
         self.inner.hub.close();
         self.inner.work.notify_waiters();
+        self.inner.shutdown.notify_waiters();
     }
 
     /// A job's app, parameters and split, parsed once and cached (they never change).

@@ -390,3 +390,35 @@ async fn a_dropped_presence_line_gets_the_worker_s_tasks_spares_at_once() {
         "{metrics}"
     );
 }
+
+/// A clean shutdown answers open presence lines at once (and spares nothing): the server does
+/// not wait 30 s for them to run out.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_clean_shutdown_answers_presence_lines() {
+    let mut c = Coordinator::start();
+    let api = c.api();
+    let alice = api.enroll("alice").await;
+    let line = {
+        let (api, token) = (api.clone(), alice.token.clone());
+        tokio::spawn(async move {
+            let r: PresenceResponse = api
+                .worker_call(
+                    &token,
+                    "/api/v1/work/presence",
+                    &PresenceRequest { wait_ms: 30_000 },
+                )
+                .await;
+            r.held_ms
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(!line.is_finished(), "answered before its time");
+    let asked = std::time::Instant::now();
+    assert!(
+        c.terminate(std::time::Duration::from_secs(10)).is_some(),
+        "the coordinator waited for a presence line instead of ending it"
+    );
+    assert!(asked.elapsed() < std::time::Duration::from_secs(10));
+    assert!(line.await.unwrap() < 10_000);
+    assert!(!c.log_text().contains("worker disconnected"));
+}
