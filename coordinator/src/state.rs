@@ -156,18 +156,21 @@ impl AppState {
         }
     }
 
-    /// Notes a worker's presence request opened (`true`) or ended (`false`).
-    pub fn set_present(&self, worker: Uuid, opened: bool) {
+    /// Notes a worker's presence request opened (`true`) or ended (`false`); returns how
+    /// many the worker has open now.
+    pub fn set_present(&self, worker: Uuid, opened: bool) -> usize {
         let mut present = self.inner.present.lock().unwrap_or_else(|e| e.into_inner());
         let count = present.entry(worker).or_default();
         if opened {
             *count += 1;
         } else {
             *count = count.saturating_sub(1);
-            if *count == 0 {
-                present.remove(&worker);
-            }
         }
+        let now = *count;
+        if now == 0 {
+            present.remove(&worker);
+        }
+        now
     }
 
     /// Whether the worker has a presence request open on this coordinator.

@@ -315,6 +315,10 @@ pub struct PresenceRequest {
 /// The longest a presence request is held: well under the worker's request timeout.
 pub const MAX_PRESENCE_WAIT_MS: u32 = 30_000;
 
+/// Presence lines one worker may hold open at once (more are refused with 409). A worker needs
+/// one, two for a moment after a connection reset; more would only tie up connections.
+pub const MAX_PRESENCE_LINES: usize = 4;
+
 /// The answer to a presence request that ran its time (or met a coordinator shutting down).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

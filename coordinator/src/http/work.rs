@@ -10,8 +10,8 @@ use axum::{Json, Router};
 use sparecycles_protocol::ErrorBody;
 use sparecycles_protocol::work::{
     MAX_APPS, MAX_ERROR_BYTES, MAX_LABEL_CHARS, MAX_LEASE_TASKS, MAX_LEASE_WAIT_MS,
-    MAX_PRESENCE_WAIT_MS, MAX_REPORT_RESULTS, PresenceRequest, PresenceResponse, ReleaseRequest,
-    ReleaseResponse,
+    MAX_PRESENCE_LINES, MAX_PRESENCE_WAIT_MS, MAX_REPORT_RESULTS, PresenceRequest,
+    PresenceResponse, ReleaseRequest, ReleaseResponse,
 };
 use sparecycles_protocol::{
     EnrollRequest, EnrollResponse, HeartbeatRequest, HeartbeatResponse, LeaseRequest,
@@ -421,6 +421,7 @@ const DISCONNECT_GRACE: Duration = Duration::from_secs(1);
     request_body = PresenceRequest,
     responses(
         (status = 200, description = "Held its time, or the coordinator is shutting down", body = PresenceResponse),
+        (status = 409, description = "The worker already holds the most presence lines allowed", body = ErrorBody, content_type = "application/problem+json"),
         WorkerCallRefusals,
     )
 )]
@@ -432,6 +433,13 @@ async fn presence(
     let wait = Duration::from_millis(req.wait_ms.min(MAX_PRESENCE_WAIT_MS).into());
     let started = std::time::Instant::now();
     let mut line = PresenceLine::open(state.clone(), worker.id);
+    if line.open_lines > MAX_PRESENCE_LINES {
+        // Not a disconnect: the line never counted.
+        line.answered = true;
+        return Err(ApiError::Conflict(format!(
+            "this worker already holds {MAX_PRESENCE_LINES} presence lines open"
+        )));
+    }
     tokio::select! {
         _ = tokio::time::sleep(wait) => {}
         _ = state.closed() => {}
@@ -447,15 +455,18 @@ struct PresenceLine {
     state: AppState,
     worker: Uuid,
     answered: bool,
+    /// Lines the worker held open with this one, when it opened.
+    open_lines: usize,
 }
 
 impl PresenceLine {
     fn open(state: AppState, worker: Uuid) -> Self {
-        state.set_present(worker, true);
+        let open_lines = state.set_present(worker, true);
         PresenceLine {
             state,
             worker,
             answered: false,
+            open_lines,
         }
     }
 }

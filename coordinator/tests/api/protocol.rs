@@ -1,7 +1,7 @@
 //! The worker protocol driven by hand: leases, refused reports, heartbeats.
 
 use serde_json::json;
-use sparecycles_protocol::work::{PresenceRequest, PresenceResponse};
+use sparecycles_protocol::work::{MAX_PRESENCE_LINES, PresenceRequest, PresenceResponse};
 use sparecycles_protocol::{
     HeartbeatRequest, HeartbeatResponse, JobState, LeaseRequest, LeaseResponse, ReportRequest,
     ReportResponse, TaskProgress, TaskResult,
@@ -421,4 +421,47 @@ async fn a_clean_shutdown_answers_presence_lines() {
     assert!(asked.elapsed() < std::time::Duration::from_secs(10));
     assert!(line.await.unwrap() < 10_000);
     assert!(!c.log_text().contains("worker disconnected"));
+}
+
+/// One worker may hold only a few presence lines open (each ties up a connection for 30 s);
+/// one more is refused with a problem, and refusing it spares nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_may_hold_only_a_few_presence_lines() {
+    let c = Coordinator::start();
+    let api = c.api();
+    api.submit(&spec(json!({
+        "name": "held",
+        "app": "prime-count",
+        "params": {"start": 0, "end": 100, "unit_size": 100},
+    })))
+    .await;
+    let alice = api.enroll("alice").await;
+    assert_eq!(api.lease(&alice.token, 1).await.tasks.len(), 1);
+    let mut lines = Vec::new();
+    for _ in 0..MAX_PRESENCE_LINES {
+        let (api, token) = (api.clone(), alice.token.clone());
+        lines.push(tokio::spawn(async move {
+            let _: PresenceResponse = api
+                .worker_call(
+                    &token,
+                    "/api/v1/work/presence",
+                    &PresenceRequest { wait_ms: 30_000 },
+                )
+                .await;
+        }));
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let (status, ct, body) = api
+        .post_raw(
+            "/api/v1/work/presence",
+            Some(&alice.token),
+            r#"{"wait_ms": 30000}"#,
+        )
+        .await;
+    assert_eq!(status, 409);
+    assert!(problem_detail(&ct, &body).contains("presence lines"));
+    tokio::time::sleep(std::time::Duration::from_millis(1_500)).await;
+    assert_eq!(spared_of(&c, "alice").await, (0, 1));
+    // The held lines are still open.
+    assert!(lines.iter().all(|l| !l.is_finished()));
 }
