@@ -156,21 +156,26 @@ impl AppState {
         }
     }
 
-    /// Notes a worker's presence request opened (`true`) or ended (`false`); returns how
-    /// many the worker has open now.
-    pub fn set_present(&self, worker: Uuid, opened: bool) -> usize {
+    /// Counts a new presence request of `worker`, unless it already has `max` open.
+    pub fn open_presence(&self, worker: Uuid, max: usize) -> bool {
         let mut present = self.inner.present.lock().unwrap_or_else(|e| e.into_inner());
         let count = present.entry(worker).or_default();
-        if opened {
-            *count += 1;
-        } else {
-            *count = count.saturating_sub(1);
+        if *count >= max {
+            return false;
         }
-        let now = *count;
-        if now == 0 {
-            present.remove(&worker);
+        *count += 1;
+        true
+    }
+
+    /// Notes that one of `worker`'s presence requests ended.
+    pub fn close_presence(&self, worker: Uuid) {
+        let mut present = self.inner.present.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = present.get_mut(&worker) {
+            *count -= 1;
+            if *count == 0 {
+                present.remove(&worker);
+            }
         }
-        now
     }
 
     /// Whether the worker has a presence request open on this coordinator.

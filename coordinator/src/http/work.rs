@@ -432,14 +432,11 @@ async fn presence(
 ) -> Result<Json<PresenceResponse>, ApiError> {
     let wait = Duration::from_millis(req.wait_ms.min(MAX_PRESENCE_WAIT_MS).into());
     let started = std::time::Instant::now();
-    let mut line = PresenceLine::open(state.clone(), worker.id);
-    if line.open_lines > MAX_PRESENCE_LINES {
-        // Not a disconnect: the line never counted.
-        line.answered = true;
+    let Some(mut line) = PresenceLine::open(state.clone(), worker.id) else {
         return Err(ApiError::Conflict(format!(
             "this worker already holds {MAX_PRESENCE_LINES} presence lines open"
         )));
-    }
+    };
     tokio::select! {
         _ = tokio::time::sleep(wait) => {}
         _ = state.closed() => {}
@@ -455,25 +452,24 @@ struct PresenceLine {
     state: AppState,
     worker: Uuid,
     answered: bool,
-    /// Lines the worker held open with this one, when it opened.
-    open_lines: usize,
 }
 
 impl PresenceLine {
-    fn open(state: AppState, worker: Uuid) -> Self {
-        let open_lines = state.set_present(worker, true);
-        PresenceLine {
+    /// `None` when the worker already holds [`MAX_PRESENCE_LINES`] open.
+    fn open(state: AppState, worker: Uuid) -> Option<Self> {
+        // Built only once counted: dropping a line uncounts it.
+        let counted = state.open_presence(worker, MAX_PRESENCE_LINES);
+        counted.then(|| PresenceLine {
             state,
             worker,
             answered: false,
-            open_lines,
-        }
+        })
     }
 }
 
 impl Drop for PresenceLine {
     fn drop(&mut self) {
-        self.state.set_present(self.worker, false);
+        self.state.close_presence(self.worker);
         if self.answered || self.state.closing() {
             return;
         }

@@ -549,6 +549,20 @@ impl Api {
     }
 }
 
+/// Whether `worker`'s tasks are marked spared, as (spared, not spared).
+pub async fn spared_of(c: &Coordinator, worker: &str) -> (i64, i64) {
+    let row = sqlx::query(
+        "SELECT COALESCE(SUM(CASE WHEN t.spared THEN 1 ELSE 0 END), 0), \
+         COALESCE(SUM(CASE WHEN t.spared THEN 0 ELSE 1 END), 0) \
+         FROM tasks t JOIN workers w ON w.id = t.worker_id WHERE w.name = $1",
+    )
+    .bind(worker)
+    .fetch_one(&db(c).await)
+    .await
+    .unwrap();
+    (sqlx::Row::get(&row, 0), sqlx::Row::get(&row, 1))
+}
+
 /// A job spec from JSON (the same shape the API takes).
 pub fn spec(json: Value) -> JobSpec {
     serde_json::from_value(json).expect("spec")

@@ -223,14 +223,7 @@ async fn a_killed_worker_s_unit_is_recomputed_within_seconds_with_default_limits
         "took {:?}: the dead worker was found by its silence, not its closed line",
         killed.elapsed()
     );
-    let spared: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM tasks t JOIN workers w ON w.id = t.worker_id \
-         WHERE w.name = 'doomed' AND t.spared",
-    )
-    .fetch_one(&pool)
-    .await
-    .unwrap();
-    assert_eq!(spared, 1);
+    assert_eq!(helpers::spared_of(&c, "doomed").await.0, 1);
     assert!(c.log_text().contains("worker disconnected"));
 }
 

@@ -8,7 +8,7 @@ use sparecycles_protocol::{
 };
 use sqlx::Row;
 
-use crate::helpers::{Coordinator, db, problem_detail, spec};
+use crate::helpers::{Api, Coordinator, db, problem_detail, spared_of, spec};
 
 /// Every task row, as text, to compare the database before and after refused requests.
 async fn snapshot(c: &Coordinator) -> Vec<String> {
@@ -294,18 +294,19 @@ async fn a_waiting_lease_gets_work_submitted_later_and_ends_at_shutdown() {
     assert_eq!(waiting.await.unwrap(), 0);
 }
 
-/// Whether `worker`'s leased tasks are marked spared, as (spared, not spared).
-async fn spared_of(c: &Coordinator, worker: &str) -> (i64, i64) {
-    let row = sqlx::query(
-        "SELECT COALESCE(SUM(CASE WHEN t.spared THEN 1 ELSE 0 END), 0), \
-         COALESCE(SUM(CASE WHEN t.spared THEN 0 ELSE 1 END), 0) \
-         FROM tasks t JOIN workers w ON w.id = t.worker_id WHERE w.name = $1",
-    )
-    .bind(worker)
-    .fetch_one(&db(c).await)
-    .await
-    .unwrap();
-    (row.get(0), row.get(1))
+/// Opens a presence line as the worker with `token`; resolves to how long it was held.
+fn open_line(api: &Api, token: String, wait_ms: u32) -> tokio::task::JoinHandle<u64> {
+    let api = api.clone();
+    tokio::spawn(async move {
+        let r: PresenceResponse = api
+            .worker_call(
+                &token,
+                "/api/v1/work/presence",
+                &PresenceRequest { wait_ms },
+            )
+            .await;
+        r.held_ms
+    })
 }
 
 /// A worker keeps a presence request open. One whose line drops (its process died: the
@@ -323,19 +324,7 @@ async fn a_dropped_presence_line_gets_the_worker_s_tasks_spares_at_once() {
         "redundancy": {"min_quorum": 1, "adaptive": false},
     })))
     .await;
-    let line = |token: String, wait_ms: u32| {
-        let api = api.clone();
-        tokio::spawn(async move {
-            let r: PresenceResponse = api
-                .worker_call(
-                    &token,
-                    "/api/v1/work/presence",
-                    &PresenceRequest { wait_ms },
-                )
-                .await;
-            r.held_ms
-        })
-    };
+    let line = |token: String, wait_ms| open_line(&api, token, wait_ms);
     let mut held = Vec::new();
     for name in ["alice", "bob", "carol"] {
         let w = api.enroll(name).await;
@@ -398,19 +387,7 @@ async fn a_clean_shutdown_answers_presence_lines() {
     let mut c = Coordinator::start();
     let api = c.api();
     let alice = api.enroll("alice").await;
-    let line = {
-        let (api, token) = (api.clone(), alice.token.clone());
-        tokio::spawn(async move {
-            let r: PresenceResponse = api
-                .worker_call(
-                    &token,
-                    "/api/v1/work/presence",
-                    &PresenceRequest { wait_ms: 30_000 },
-                )
-                .await;
-            r.held_ms
-        })
-    };
+    let line = open_line(&api, alice.token.clone(), 30_000);
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     assert!(!line.is_finished(), "answered before its time");
     let asked = std::time::Instant::now();
@@ -439,16 +416,7 @@ async fn a_worker_may_hold_only_a_few_presence_lines() {
     assert_eq!(api.lease(&alice.token, 1).await.tasks.len(), 1);
     let mut lines = Vec::new();
     for _ in 0..MAX_PRESENCE_LINES {
-        let (api, token) = (api.clone(), alice.token.clone());
-        lines.push(tokio::spawn(async move {
-            let _: PresenceResponse = api
-                .worker_call(
-                    &token,
-                    "/api/v1/work/presence",
-                    &PresenceRequest { wait_ms: 30_000 },
-                )
-                .await;
-        }));
+        lines.push(open_line(&api, alice.token.clone(), 30_000));
     }
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     let (status, ct, body) = api

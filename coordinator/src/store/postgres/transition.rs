@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use sparecycles_protocol::Millis;
 use sqlx::{PgConnection, Row};
+use uuid::Uuid;
 
 use super::jobs::insert_tasks;
 use super::{PostgresStore, ids, job_state, opt_uuid_col, trust, uuid_col};
@@ -174,7 +175,7 @@ impl PostgresStore {
         }
         if !done_ids.is_empty() {
             // Only units still open are decided now, and only those count.
-            let decided: HashSet<String> = sqlx::query_scalar(
+            let decided: HashSet<Uuid> = sqlx::query(
                 "UPDATE units SET state = 'done', canonical_task = d.canonical, dirty = 0, \
                  solo = d.solo FROM unnest($1::text[], $2::text[], $3::bool[]) AS d(id, canonical, solo) \
                  WHERE units.id = d.id AND units.state = 'open' RETURNING units.id",
@@ -184,9 +185,10 @@ impl PostgresStore {
             .bind(&done_solo)
             .fetch_all(&mut *tx)
             .await?
-            .into_iter()
-            .collect();
-            let effects = valid_effects(verdicts, |unit| decided.contains(&unit.to_string()));
+            .iter()
+            .map(|r| uuid_col(r, "id"))
+            .collect::<StoreResult<_>>()?;
+            let effects = valid_effects(verdicts, |unit| decided.contains(&unit));
             for (job, n) in &effects.units_done {
                 jobs.entry(job.to_string()).or_default().units_done += n;
             }

@@ -706,18 +706,16 @@ impl Store for SqliteStore {
     async fn spare_suspects(&self, who: Suspects) -> StoreResult<u64> {
         let mut tx = self.writer.begin().await?;
         // Spared tasks stay leased: the first valid result, the original's or the spare's, counts.
-        let units: Vec<String> = match who {
-            Suspects::SilentSince(seen_before) => sqlx::query_scalar(
-                "UPDATE tasks SET spared = 1 WHERE state = 'leased' AND spared = 0 \
-                 AND worker_id IN (SELECT id FROM workers WHERE last_seen < ?1) RETURNING unit_id",
-            )
-            .bind(seen_before),
-            Suspects::Worker(worker) => sqlx::query_scalar(
-                "UPDATE tasks SET spared = 1 WHERE state = 'leased' AND spared = 0 \
-                 AND worker_id = ?1 RETURNING unit_id",
-            )
-            .bind(worker.to_string()),
-        }
+        let (seen_before, worker) = match who {
+            Suspects::SilentSince(seen_before) => (seen_before, None),
+            Suspects::Worker(worker) => (Millis::MIN, Some(worker.to_string())),
+        };
+        let units: Vec<String> = sqlx::query_scalar(
+            "UPDATE tasks SET spared = 1 WHERE state = 'leased' AND spared = 0 AND worker_id IN \
+             (SELECT id FROM workers WHERE last_seen < ?1 OR id = ?2) RETURNING unit_id",
+        )
+        .bind(seen_before)
+        .bind(worker)
         .fetch_all(&mut *tx)
         .await?;
         if units.is_empty() {

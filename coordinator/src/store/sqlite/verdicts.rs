@@ -5,10 +5,10 @@ use std::collections::HashMap;
 
 use serde_json::json;
 use sparecycles_protocol::Millis;
-use sqlx::{Row, SqliteConnection};
+use sqlx::SqliteConnection;
 use uuid::Uuid;
 
-use super::{id_list, insert_tasks, trust};
+use super::{id_list, insert_tasks, trust, uuid_col};
 use crate::scheduler::trust::TrustPolicy;
 use crate::scheduler::validate::Decision;
 use crate::store::{StoreResult, UnitVerdict, valid_effects};
@@ -104,11 +104,11 @@ pub(super) async fn apply(
         .bind(serde_json::Value::Array(decided).to_string())
         .fetch_all(&mut *conn)
         .await?;
-        let done: std::collections::HashSet<String> = rows
+        let done: std::collections::HashSet<Uuid> = rows
             .iter()
-            .map(|r| r.try_get::<String, _>("id"))
+            .map(|r| uuid_col(r, "id"))
             .collect::<Result<_, _>>()?;
-        let effects = valid_effects(&verdicts, |unit| done.contains(&unit.to_string()));
+        let effects = valid_effects(&verdicts, |unit| done.contains(&unit));
         bump_jobs(conn, "units_done", effects.units_done, now).await?;
         sqlx::query(
             "UPDATE tasks SET state = 'aborted' WHERE state = 'unsent' \
