@@ -1,9 +1,10 @@
 //! The compute thread: the only place CPU work happens, off the async runtime.
 //!
 //! One dedicated OS thread owns a rayon pool of the allowed size and computes one unit at a time
-//! inside it. The dispatcher hands it units over a channel; when a unit ends the thread settles
-//! it (outbox, report queue) and goes straight on to the next buffered built-in unit itself, so
-//! short units do not leave the cores idle for a round trip through the async runtime each.
+//! inside it. The dispatcher hands it units over a channel; when a unit ends, the pool thread
+//! that ran it settles it (outbox, report queue) and goes straight on to the next buffered
+//! built-in unit, so short units leave the cores idle neither for a round trip through the async
+//! runtime nor for a wake-up of another thread each (measured in BENCHMARKS.md, W2).
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,7 +20,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use uuid::Uuid;
 
 use super::Shared;
-use super::dispatch::{prepare, settle};
+use super::dispatch::{prepare, store};
 use crate::checkpoint::{Checkpoints, Saved};
 
 /// A unit to compute, with the context the worker uses to cancel it and read its progress.
@@ -81,23 +82,71 @@ pub(crate) fn spawn(
     std::thread::Builder::new()
         .name("compute".into())
         .spawn(move || {
-            while let Ok(mut job) = rx.recv() {
-                loop {
-                    let outcome = compute(&pool, job);
-                    settle(&shared, &results, outcome);
-                    let next = next_builtin(&shared);
-                    let next_started = next.is_some();
-                    if settled.send(Settled { next_started }).is_err() {
-                        return;
+            while let Ok(job) = rx.recv() {
+                // Built-in units run back to back inside the pool: the thread that ends one
+                // settles it and starts the next, so the pool never waits for this thread to
+                // wake, and the dispatcher hears only when the run ends (or shutdown began).
+                let gone = pool.install(|| {
+                    let mut job = job;
+                    // Results go to the report loop a few at a time: one wake-up of the async
+                    // runtime per unit would take a core from the unit's other half.
+                    let mut batch = ResultBatch::default();
+                    loop {
+                        let outcome = compute(&pool, job);
+                        if let Some(result) = store(&shared, outcome) {
+                            batch.push(result);
+                        }
+                        let next = next_builtin(&shared);
+                        let next_started = next.is_some();
+                        let ends = !next_started || shared.stop.is_stopped();
+                        if ends || batch.due() {
+                            batch.send(&results);
+                        }
+                        if ends && settled.send(Settled { next_started }).is_err() {
+                            return true;
+                        }
+                        match next {
+                            Some(next) => job = next,
+                            None => return false,
+                        }
                     }
-                    match next {
-                        Some(next) => job = next,
-                        None => break,
-                    }
+                });
+                if gone {
+                    return;
                 }
             }
         })?;
     Ok(ComputeThread { jobs })
+}
+
+/// Longest a result waits on the compute thread before going to the report loop.
+const RESULT_BATCH_WAIT: Duration = Duration::from_millis(50);
+
+/// Results of a run of units not yet handed to the report loop (which holds them up to
+/// half a second anyway while the worker is busy).
+#[derive(Default)]
+struct ResultBatch {
+    results: Vec<TaskResult>,
+    since: Option<Instant>,
+}
+
+impl ResultBatch {
+    fn push(&mut self, result: TaskResult) {
+        self.since.get_or_insert_with(Instant::now);
+        self.results.push(result);
+    }
+
+    fn due(&self) -> bool {
+        self.since.is_some_and(|t| t.elapsed() >= RESULT_BATCH_WAIT)
+    }
+
+    fn send(&mut self, to: &UnboundedSender<TaskResult>) {
+        self.since = None;
+        for result in self.results.drain(..) {
+            // The report loop only ends after the dispatcher: this fails only in shutdown.
+            let _ = to.send(result);
+        }
+    }
 }
 
 /// The next buffered unit, when it needs nothing from the network (a built-in app): the

@@ -183,8 +183,17 @@ pub(crate) fn prepare(
 }
 
 /// Stores the result of a finished unit in the outbox, forgets the unit, and hands the result
-/// to the report loop. Runs on the compute thread (blocking file writes are fine there).
+/// to the report loop. Blocking file writes: runs off the async runtime.
 pub(crate) fn settle(shared: &Shared, results: &UnboundedSender<TaskResult>, outcome: Outcome) {
+    if let Some(result) = store(shared, outcome) {
+        // The report loop only ends after the dispatcher, so the send fails only in shutdown.
+        let _ = results.send(result);
+    }
+}
+
+/// [`settle`] up to the hand-off: the result (if any) is in the outbox and the unit is no
+/// longer held, so the report loop sees an idle worker once the result reaches it.
+pub(crate) fn store(shared: &Shared, outcome: Outcome) -> Option<TaskResult> {
     let task_id = outcome.task_id;
     let canceled = matches!(outcome.result, Err(ComputeError::Canceled));
     let durable = outcome.elapsed >= SYNC_RESULTS_AFTER;
@@ -205,10 +214,7 @@ pub(crate) fn settle(shared: &Shared, results: &UnboundedSender<TaskResult>, out
     // Finished before the result is handed on, so the report loop sees an idle worker when this
     // was the last unit (and reports at once). The outbox holds it meanwhile.
     shared.tasks.finish(task_id);
-    if let Some(result) = result {
-        // The report loop only ends after the dispatcher, so the send fails only in shutdown.
-        let _ = results.send(result);
-    }
+    result
 }
 
 /// The result to report, or `None` for a canceled unit (nothing to say about it).
