@@ -21,11 +21,13 @@ pub(crate) async fn lease_loop(shared: Arc<Shared>) {
     let mut backoff = Backoff::default();
     while !stop.is_stopped() {
         // A paused worker does not hoard units it cannot compute (they would only time out).
+        // Woken by the resume itself: a worker starts paused until its first look at the
+        // machine, and a job waiting for it should not wait for a polling tick too.
         if shared.tasks.is_paused() {
-            if !stop.sleep(std::time::Duration::from_millis(200)).await {
-                return;
+            tokio::select! {
+                _ = shared.tasks.unpaused() => continue,
+                _ = stop.wait() => return,
             }
-            continue;
         }
         let wanted = shared.tasks.wanted(shared.config.prefetch, now_millis());
         if wanted == 0 {

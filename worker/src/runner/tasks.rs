@@ -20,6 +20,8 @@ pub(crate) struct Tasks {
     pub(crate) work: Notify,
     /// Signaled when the buffer or the compute slot emptied (wakes the lease loop).
     pub(crate) space: Notify,
+    /// Signaled when computing resumes (wakes a lease loop waiting out a pause).
+    resumed: Notify,
 }
 
 #[derive(Debug, Default)]
@@ -197,10 +199,28 @@ impl Tasks {
         if let Some(c) = &inner.current {
             c.ctx.set_paused(paused);
         }
+        drop(inner);
+        if !paused {
+            self.resumed.notify_waiters();
+        }
     }
 
     pub(crate) fn is_paused(&self) -> bool {
         self.lock().paused
+    }
+
+    /// Returns once computing is not paused (at once if it is not).
+    pub(crate) async fn unpaused(&self) {
+        loop {
+            // Registered before looking, so a resume between the two is not missed.
+            let resumed = self.resumed.notified();
+            tokio::pin!(resumed);
+            resumed.as_mut().enable();
+            if !self.is_paused() {
+                return;
+            }
+            resumed.await;
+        }
     }
 
     /// Buffered tasks (not the current one).
@@ -394,5 +414,24 @@ mod tests {
         assert!(!tasks.is_idle());
         tasks.clear();
         assert!(tasks.is_idle());
+    }
+
+    #[tokio::test]
+    async fn a_resume_wakes_the_waiter_at_once() {
+        let tasks = std::sync::Arc::new(Tasks::default());
+        tasks.set_paused(true);
+        let waiter = tokio::spawn({
+            let tasks = tasks.clone();
+            async move { tasks.unpaused().await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished(), "waits while paused");
+        tasks.set_paused(false);
+        tokio::time::timeout(std::time::Duration::from_millis(50), waiter)
+            .await
+            .expect("woken by the resume, not by a polling tick")
+            .unwrap();
+        // Not paused: returns at once.
+        tasks.unpaused().await;
     }
 }
