@@ -51,7 +51,7 @@ W1_RATES = [float(r) for r in os.environ.get("W1_RATES", "100 250 400").split()]
 W1_OPEN_SECS = env_float("W1_OPEN_SECS", 5)
 W2_END = env_int("W2_END", 2_000_000_000)
 W2_UNITS = env_int("W2_UNITS", 200)
-W2_ROUNDS = env_int("W2_ROUNDS", 3)
+W2_ROUNDS = env_int("W2_ROUNDS", 5)
 W3_KILL_AT = env_float("W3_KILL_AT", 1.0)
 # Seconds of silence before a worker's tasks get spares: the default (60) and a tuned value.
 W3_SUSPECT = [int(s) for s in os.environ.get("W3_SUSPECT", "60 2").split()]
@@ -287,6 +287,9 @@ class Coordinator:
                               "--rate-limit-per-token", "0", "--rate-limit-per-ip", "0", *extra],
                              "coordinator", stderr=self.log, env=dict(os.environ, RUST_LOG="warn"))
         self.api = Api(self.port)
+        # Its workers are stopped with it, inside the part's CPU window: a worker left running
+        # would count as "foreign" CPU there and keep retrying during the later parts.
+        self.workers = []
         for _ in range(300):
             try:
                 self.api.call("GET", "/healthz", timeout=2)
@@ -307,8 +310,10 @@ class Coordinator:
         args = [os.path.join(BIN, "worker"), "run", "--coordinator", self.url, "--state-dir", wdir,
                 "--config", os.path.join(wdir, "none.toml"), "--name", name, "--cores", str(cores),
                 "--idle-minutes", "0", "--pause-on-battery", "false", *extra]
-        return PROCS.start(args, name, stderr=open(os.path.join(wdir, "worker.log"), "w"),
-                           env=dict(os.environ, RUST_LOG="warn"))
+        p = PROCS.start(args, name, stderr=open(os.path.join(wdir, "worker.log"), "w"),
+                        env=dict(os.environ, RUST_LOG="warn"))
+        self.workers.append(p)
+        return p
 
     def wait_workers(self, n, timeout=30):
         deadline = time.monotonic() + timeout
@@ -369,6 +374,8 @@ class Coordinator:
 
     def stop(self):
         self.api.close()
+        for w in self.workers:
+            PROCS.stop(w)
         PROCS.stop(self.p)
         self.log.close()
 
