@@ -1,0 +1,64 @@
+#!/usr/bin/env python3
+"""W2 of two worker binaries, alternated: for A/B-testing a worker change on a noisy machine.
+
+Each group starts a fresh release coordinator (target/release) and one worker of the binary
+under test on all cores, runs one warm-up job, then PER jobs of W2 (pi over [0, 2e9) in 200
+units), each right after the prime kernel alone; the binaries take turns group by group, in
+alternating order. Prints each binary's median wall time and efficiency (kernel ÷ job).
+
+    cp target/release/worker /tmp/worker-a      # build the other version, then:
+    python3 bench/w2ab.py /tmp/worker-a target/release/worker
+    AB_GROUPS=6 AB_PER=5 python3 bench/w2ab.py A B    # defaults: 4 groups of 5 jobs each
+"""
+import os
+import statistics
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import sidebyside as S  # noqa: E402
+
+END, UNITS = 2_000_000_000, 200
+
+
+def main():
+    bins = [os.path.abspath(b) for b in sys.argv[1:]]
+    if len(bins) < 2:
+        sys.exit(__doc__)
+    groups, per = int(os.environ.get("AB_GROUPS", "4")), int(os.environ.get("AB_PER", "5"))
+    walls = {b: [] for b in bins}
+    effs = {b: [] for b in bins}
+    tmp = tempfile.mkdtemp(prefix="w2ab-")
+    try:
+        for g in range(groups):
+            for b in (bins if g % 2 == 0 else bins[::-1]):
+                c = S.Coordinator(tmp)
+                try:
+                    wdir = os.path.join(c.dir, "w")
+                    os.makedirs(wdir)
+                    c.workers.append(S.PROCS.start(
+                        [b, "run", "--coordinator", c.url, "--state-dir", wdir,
+                         "--config", os.path.join(wdir, "none.toml"), "--name", "w",
+                         "--cores", str(S.NPROC), "--idle-minutes", "0", "--pause-on-battery", "false"],
+                        "w", stderr=open(os.path.join(wdir, "worker.log"), "w"),
+                        env=dict(os.environ, RUST_LOG="warn")))
+                    c.wait_workers(1)
+                    c.run_job(S.prime_job("warm-up", END, UNITS))
+                    for i in range(per):
+                        kc, kt = S.kernel(0, END)
+                        wall, _, count = c.run_job(S.prime_job(f"w2-{i}", END, UNITS))
+                        if count != kc:
+                            sys.exit(f"{b}: wrong answer {count}, the kernel says {kc}")
+                        walls[b].append(wall)
+                        effs[b].append(kt / wall)
+                finally:
+                    c.stop()
+    finally:
+        S.PROCS.stop_all()
+    for b in bins:
+        print(f"{b}: {len(walls[b])} jobs, median wall {statistics.median(walls[b]):.3f} s, "
+              f"median efficiency {statistics.median(effs[b]):.3f} (mean {statistics.mean(effs[b]):.3f})")
+
+
+if __name__ == "__main__":
+    main()
