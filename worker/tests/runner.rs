@@ -268,3 +268,52 @@ async fn stops_cleanly_while_the_coordinator_is_down() {
             .is_none()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn results_go_out_while_a_paused_unit_holds_the_cores() {
+    let fake = Shared::default();
+    // Units finished just before a long one are kept back for a moment to go out together;
+    // a pause that stops the long one must not keep them back with it.
+    let short: Vec<_> = (0..5u64)
+        .map(|i| prime_task(i * 100, (i + 1) * 100))
+        .collect();
+    let long = prime_task(0, 200_000_000_000);
+    {
+        let mut f = fake.lock().unwrap();
+        f.queue.extend(short.iter().cloned());
+        f.queue.push_back(long.clone());
+    }
+    let base = spawn_fake(fake.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let idle = dir.path().join("idle");
+    std::fs::write(&idle, "idle").unwrap();
+    let mut config = config(&base, &dir.path().join("state"));
+    config.prefetch = 8;
+    config.idle_source = Some(format!("file:{}", idle.display()));
+    config.policy.idle_after = Duration::from_secs(60);
+    let (tx, handle) = start(config);
+
+    wait_for(&fake, "the long unit running", |f| {
+        f.heartbeats
+            .iter()
+            .any(|h| h.tasks.first().is_some_and(|t| t.task_id == long.task_id))
+    })
+    .await;
+    // The volunteer is back: computing pauses.
+    std::fs::write(&idle, "active").unwrap();
+    wait_for(&fake, "the five short results", |f| {
+        short
+            .iter()
+            .all(|s| f.accepted.iter().any(|r| r.task_id == s.task_id))
+    })
+    .await;
+    assert!(
+        fake.lock()
+            .unwrap()
+            .accepted
+            .iter()
+            .all(|r| r.task_id != long.task_id),
+        "the long unit is paused, not finished"
+    );
+    stop(tx, handle).await;
+}

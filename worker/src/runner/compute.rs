@@ -88,19 +88,16 @@ pub(crate) fn spawn(
                 // wake, and the dispatcher hears only when the run ends (or shutdown began).
                 let gone = pool.install(|| {
                     let mut job = job;
-                    // Results go to the report loop a few at a time: one wake-up of the async
-                    // runtime per unit would take a core from the unit's other half.
-                    let mut batch = ResultBatch::default();
                     loop {
                         let outcome = compute(&pool, job);
                         if let Some(result) = store(&shared, outcome) {
-                            batch.push(result);
+                            shared.held.push(result);
                         }
                         let next = next_builtin(&shared);
                         let next_started = next.is_some();
                         let ends = !next_started || shared.stop.is_stopped();
-                        if ends || batch.due() {
-                            batch.send(&results);
+                        if ends || shared.held.due() {
+                            shared.held.send(&results);
                         }
                         if ends && settled.send(Settled { next_started }).is_err() {
                             return true;
@@ -117,36 +114,6 @@ pub(crate) fn spawn(
             }
         })?;
     Ok(ComputeThread { jobs })
-}
-
-/// Longest a result waits on the compute thread before going to the report loop.
-const RESULT_BATCH_WAIT: Duration = Duration::from_millis(50);
-
-/// Results of a run of units not yet handed to the report loop (which holds them up to
-/// half a second anyway while the worker is busy).
-#[derive(Default)]
-struct ResultBatch {
-    results: Vec<TaskResult>,
-    since: Option<Instant>,
-}
-
-impl ResultBatch {
-    fn push(&mut self, result: TaskResult) {
-        self.since.get_or_insert_with(Instant::now);
-        self.results.push(result);
-    }
-
-    fn due(&self) -> bool {
-        self.since.is_some_and(|t| t.elapsed() >= RESULT_BATCH_WAIT)
-    }
-
-    fn send(&mut self, to: &UnboundedSender<TaskResult>) {
-        self.since = None;
-        for result in self.results.drain(..) {
-            // The report loop only ends after the dispatcher: this fails only in shutdown.
-            let _ = to.send(result);
-        }
-    }
 }
 
 /// The next buffered unit, when it needs nothing from the network (a built-in app): the

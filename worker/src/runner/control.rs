@@ -164,6 +164,11 @@ pub(crate) fn spawn(
                 let pause = reason.is_some() || duty_off;
                 if pause != paused {
                     shared.tasks.set_paused(pause);
+                    if pause {
+                        // The paused unit may hold its thread for long: its predecessors'
+                        // results go out now.
+                        shared.held.release();
+                    }
                     paused = pause;
                 }
                 if changed || tick.is_multiple_of(SLOW_EVERY) {

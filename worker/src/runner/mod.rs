@@ -55,6 +55,8 @@ pub(crate) struct Shared {
     outbox: Outbox,
     modules: crate::modules::Modules,
     reports: report::ReportGate,
+    /// Results of units just computed, on their way to the report loop.
+    held: report::HeldResults,
     /// The unit shutdown interrupted, if any.
     unfinished: Mutex<Option<Uuid>>,
 }
@@ -140,6 +142,7 @@ pub async fn run(
         control: control::Control::default(),
         outbox: outbox.clone(),
         reports: Default::default(),
+        held: Default::default(),
         unfinished: Mutex::new(None),
     });
     if !resumable.is_empty() {

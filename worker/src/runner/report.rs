@@ -9,7 +9,7 @@ use std::time::Duration;
 use sparecycles_protocol::work::MAX_REPORT_RESULTS;
 use sparecycles_protocol::{RefusedResult, ReportRequest, TaskResult};
 use tokio::sync::Notify;
-use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 use tokio::time::Instant;
 use uuid::Uuid;
 
@@ -69,6 +69,56 @@ impl ReportGate {
         self.pending.store(pending, Ordering::Relaxed);
         self.attempts.fetch_add(1, Ordering::Release);
         self.attempted.notify_waiters();
+    }
+}
+
+/// Longest a result waits on the compute threads before going to the report loop.
+const HOLD: Duration = Duration::from_millis(50);
+
+/// Results the compute threads keep back for a moment (already in the outbox): handing each one
+/// to the report loop would wake the async runtime once per unit, taking a core from the unit
+/// running beside it. They go on together when [`HOLD`] has passed, when a run of units ends,
+/// or when computing pauses (a paused unit may block its thread for hours).
+#[derive(Debug, Default)]
+pub(crate) struct HeldResults {
+    held: std::sync::Mutex<(Vec<TaskResult>, Option<std::time::Instant>)>,
+    /// Asks the report loop to take the held results itself (from a thread without a sender).
+    release: Notify,
+}
+
+impl HeldResults {
+    fn lock(&self) -> std::sync::MutexGuard<'_, (Vec<TaskResult>, Option<std::time::Instant>)> {
+        self.held.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn push(&self, result: TaskResult) {
+        let mut held = self.lock();
+        held.1.get_or_insert_with(std::time::Instant::now);
+        held.0.push(result);
+    }
+
+    /// Whether the oldest held result has waited [`HOLD`].
+    pub(crate) fn due(&self) -> bool {
+        self.lock().1.is_some_and(|t| t.elapsed() >= HOLD)
+    }
+
+    pub(crate) fn take(&self) -> Vec<TaskResult> {
+        let mut held = self.lock();
+        held.1 = None;
+        std::mem::take(&mut held.0)
+    }
+
+    /// Hands the held results to the report loop.
+    pub(crate) fn send(&self, to: &UnboundedSender<TaskResult>) {
+        for result in self.take() {
+            // The report loop only ends after the dispatcher: this fails only in shutdown.
+            let _ = to.send(result);
+        }
+    }
+
+    /// Wakes the report loop to take the held results (computing paused).
+    pub(crate) fn release(&self) {
+        self.release.notify_one();
     }
 }
 
@@ -137,6 +187,15 @@ pub(crate) async fn report_loop(
                 }
                 None => break,
             },
+            _ = shared.held.release.notified() => {
+                for result in shared.held.take() {
+                    if reporter.pending.is_empty() {
+                        waiting_since = Instant::now();
+                    }
+                    reporter.pending.insert(result.task_id, result);
+                }
+                gate.pending.store(reporter.pending.len(), Ordering::Relaxed);
+            }
             _ = gate.flush.notified() => flush_asked = true,
             _ = tokio::time::sleep_until(due), if ready => {
                 match reporter.attempt().await {
@@ -148,6 +207,10 @@ pub(crate) async fn report_loop(
                 gate.attempt_ended(reporter.pending.len());
             }
         }
+    }
+    // Held by a compute thread that never got to hand them on (a unit abandoned at shutdown).
+    for result in shared.held.take() {
+        reporter.pending.insert(result.task_id, result);
     }
     if !reporter.pending.is_empty() {
         let count = reporter.pending.len();
