@@ -1,15 +1,18 @@
-//! Group commit for the hot writes: leases and reports that arrive while the writer is busy
-//! share one transaction. SQLite has one writer; taking it, beginning and committing once per
-//! call made the single connection, not the work, the limit of dispatch (issue 8, W1 profile).
-//! Each call still runs its own statements, in arrival order, so it sees what the calls before
-//! it in the group did (a quota, a lease) exactly as if it ran alone after them.
+//! Group commit for the hot writes: leases, reports and the transitioner's verdicts that arrive
+//! while the writer is busy share one transaction. SQLite has one writer; taking it, beginning
+//! and committing once per call made the single connection, not the work, the limit of dispatch
+//! (issue 8, W1 profile), and a verdict transaction of its own made the calls queued behind it
+//! wait for a second hand-over of the connection (the open-loop latency tail). Each op still
+//! runs its own statements, in arrival order, so it sees what the ops before it in the group did
+//! (a quota, a lease, a decided unit) exactly as if it ran alone after them.
 
 use sparecycles_protocol::Millis;
 use sqlx::SqlitePool;
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
-use super::super::{LeaseAsk, LeasedTask, Outcome, StoreError, StoreResult};
+use super::super::{LeaseAsk, LeasedTask, Outcome, StoreError, StoreResult, UnitVerdict};
+use crate::scheduler::trust::TrustPolicy;
 
 /// Most calls in one transaction: bounds how long the first of them waits for the last.
 const MAX_GROUP: usize = 64;
@@ -66,12 +69,21 @@ pub(super) enum Op {
         now: Millis,
         reply: oneshot::Sender<StoreResult<Vec<Uuid>>>,
     },
+    /// The transitioner's verdicts: in the same transactions as the calls, so the writer is
+    /// never handed between two transactions that wait for each other.
+    Verdicts {
+        verdicts: Vec<UnitVerdict>,
+        policy: TrustPolicy,
+        now: Millis,
+        reply: oneshot::Sender<StoreResult<()>>,
+    },
 }
 
 /// What an op came to, before its transaction committed.
 enum Done {
     Leased(Vec<LeasedTask>),
     Recorded(Vec<Uuid>),
+    Applied,
 }
 
 impl Op {
@@ -88,6 +100,15 @@ impl Op {
             } => Ok(Done::Recorded(
                 super::record_results(conn, *worker, results, *now).await?,
             )),
+            Op::Verdicts {
+                verdicts,
+                policy,
+                now,
+                ..
+            } => {
+                super::verdicts::apply(conn, verdicts, policy, *now).await?;
+                Ok(Done::Applied)
+            }
         }
     }
 
@@ -98,6 +119,8 @@ impl Op {
             (Op::Record { reply, .. }, Ok(Done::Recorded(v))) => drop(reply.send(Ok(v))),
             (Op::Lease { reply, .. }, Err(e)) => drop(reply.send(Err(e))),
             (Op::Record { reply, .. }, Err(e)) => drop(reply.send(Err(e))),
+            (Op::Verdicts { reply, .. }, Ok(Done::Applied)) => drop(reply.send(Ok(()))),
+            (Op::Verdicts { reply, .. }, Err(e)) => drop(reply.send(Err(e))),
             (op, Ok(_)) => op.answer(Err(StoreError::Corrupt("group commit mixed up".into()))),
         }
     }

@@ -841,10 +841,14 @@ impl Store for SqliteStore {
         policy: &TrustPolicy,
         now: Millis,
     ) -> StoreResult<()> {
-        let mut tx = self.writer.begin().await?;
-        verdicts::apply(&mut tx, verdicts, policy, now).await?;
-        tx.commit().await?;
-        Ok(())
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let op = group::Op::Verdicts {
+            verdicts,
+            policy: policy.clone(),
+            now,
+            reply,
+        };
+        self.grouped(op, answer).await
     }
 
     async fn jobs_to_assemble(&self) -> StoreResult<Vec<JobRow>> {

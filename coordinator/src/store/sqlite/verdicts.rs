@@ -34,7 +34,7 @@ async fn bump_jobs(
 
 pub(super) async fn apply(
     conn: &mut SqliteConnection,
-    verdicts: Vec<UnitVerdict>,
+    verdicts: &[UnitVerdict],
     policy: &TrustPolicy,
     now: Millis,
 ) -> StoreResult<()> {
@@ -42,7 +42,7 @@ pub(super) async fn apply(
     let mut new_tasks: Vec<(String, String, i64, usize)> = Vec::new();
     let mut decided = Vec::new();
     let mut failed = Vec::new();
-    for v in &verdicts {
+    for v in verdicts {
         match &v.decision {
             Decision::Pending { new_tasks: n } => {
                 clear.push(json!({"id": v.unit_id, "c": v.changes}));
@@ -108,7 +108,7 @@ pub(super) async fn apply(
             .iter()
             .map(|r| uuid_col(r, "id"))
             .collect::<Result<_, _>>()?;
-        let effects = valid_effects(&verdicts, |unit| done.contains(&unit));
+        let effects = valid_effects(verdicts, |unit| done.contains(&unit));
         bump_jobs(conn, "units_done", effects.units_done, now).await?;
         sqlx::query(
             "UPDATE tasks SET state = 'aborted' WHERE state = 'unsent' \
