@@ -304,10 +304,10 @@ class Coordinator:
     def pid(self):
         return self.p.pid
 
-    def worker(self, name, cores, extra=()):
+    def worker(self, name, cores, extra=(), binary=None):
         wdir = os.path.join(self.dir, name)
         os.makedirs(wdir, exist_ok=True)
-        args = [os.path.join(BIN, "worker"), "run", "--coordinator", self.url, "--state-dir", wdir,
+        args = [binary or os.path.join(BIN, "worker"), "run", "--coordinator", self.url, "--state-dir", wdir,
                 "--config", os.path.join(wdir, "none.toml"), "--name", name, "--cores", str(cores),
                 "--idle-minutes", "0", "--pause-on-battery", "false", *extra]
         p = PROCS.start(args, name, stderr=open(os.path.join(wdir, "worker.log"), "w"),

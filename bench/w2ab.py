@@ -34,14 +34,7 @@ def main():
             for b in (bins if g % 2 == 0 else bins[::-1]):
                 c = S.Coordinator(tmp)
                 try:
-                    wdir = os.path.join(c.dir, "w")
-                    os.makedirs(wdir)
-                    c.workers.append(S.PROCS.start(
-                        [b, "run", "--coordinator", c.url, "--state-dir", wdir,
-                         "--config", os.path.join(wdir, "none.toml"), "--name", "w",
-                         "--cores", str(S.NPROC), "--idle-minutes", "0", "--pause-on-battery", "false"],
-                        "w", stderr=open(os.path.join(wdir, "worker.log"), "w"),
-                        env=dict(os.environ, RUST_LOG="warn")))
+                    c.worker("w", S.NPROC, binary=b)
                     c.wait_workers(1)
                     c.run_job(S.prime_job("warm-up", END, UNITS))
                     for i in range(per):

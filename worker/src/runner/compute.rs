@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use rayon::ThreadPool;
 use serde_json::Value;
 use sparecycles_apps::{App, ComputeCtx, ComputeError};
-use sparecycles_protocol::{TaskAssignment, TaskResult, now_millis};
+use sparecycles_protocol::{TaskAssignment, now_millis};
 use sparecycles_wasm::WasmApp;
 use tokio::sync::mpsc::UnboundedSender;
 use uuid::Uuid;
@@ -68,7 +68,6 @@ pub(crate) struct ComputeThread {
 pub(crate) fn spawn(
     shared: Arc<Shared>,
     settled: UnboundedSender<Settled>,
-    results: UnboundedSender<TaskResult>,
 ) -> std::io::Result<ComputeThread> {
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(shared.config.cores.max(1))
@@ -90,14 +89,12 @@ pub(crate) fn spawn(
                     let mut job = job;
                     loop {
                         let outcome = compute(&pool, job);
-                        if let Some(result) = store(&shared, outcome) {
-                            shared.held.push(result);
-                        }
+                        let due = store(&shared, outcome).is_some_and(|r| shared.held.push(r));
                         let next = next_builtin(&shared);
                         let next_started = next.is_some();
                         let ends = !next_started || shared.stop.is_stopped();
-                        if ends || shared.held.due() {
-                            shared.held.send(&results);
+                        if ends || due {
+                            shared.held.release();
                         }
                         if ends && settled.send(Settled { next_started }).is_err() {
                             return true;

@@ -159,8 +159,8 @@ pub async fn run(
     }
     let (result_tx, result_rx) = tokio::sync::mpsc::unbounded_channel();
     let (settled_tx, settled_rx) = tokio::sync::mpsc::unbounded_channel();
-    let compute = compute::spawn(shared.clone(), settled_tx, result_tx.clone())
-        .context("starting the compute pool")?;
+    let compute =
+        compute::spawn(shared.clone(), settled_tx).context("starting the compute pool")?;
     let lease = tokio::spawn(lease::lease_loop(shared.clone()));
     let heartbeat = tokio::spawn(heartbeat::heartbeat_loop(shared.clone()));
     let presence = tokio::spawn(presence::presence_loop(shared.clone()));

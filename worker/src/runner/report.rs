@@ -9,7 +9,7 @@ use std::time::Duration;
 use sparecycles_protocol::work::MAX_REPORT_RESULTS;
 use sparecycles_protocol::{RefusedResult, ReportRequest, TaskResult};
 use tokio::sync::Notify;
-use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
+use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::time::Instant;
 use uuid::Uuid;
 
@@ -77,12 +77,11 @@ const HOLD: Duration = Duration::from_millis(50);
 
 /// Results the compute threads keep back for a moment (already in the outbox): handing each one
 /// to the report loop would wake the async runtime once per unit, taking a core from the unit
-/// running beside it. They go on together when [`HOLD`] has passed, when a run of units ends,
-/// or when computing pauses (a paused unit may block its thread for hours).
+/// running beside it. The report loop takes them when woken: when [`HOLD`] has passed, when a
+/// run of units ends, or when computing pauses (a paused unit may block its thread for hours).
 #[derive(Debug, Default)]
 pub(crate) struct HeldResults {
     held: std::sync::Mutex<(Vec<TaskResult>, Option<std::time::Instant>)>,
-    /// Asks the report loop to take the held results itself (from a thread without a sender).
     release: Notify,
 }
 
@@ -91,32 +90,20 @@ impl HeldResults {
         self.held.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub(crate) fn push(&self, result: TaskResult) {
+    /// Keeps `result` back; returns whether the oldest held result has waited [`HOLD`].
+    pub(crate) fn push(&self, result: TaskResult) -> bool {
         let mut held = self.lock();
-        held.1.get_or_insert_with(std::time::Instant::now);
         held.0.push(result);
+        held.1.get_or_insert_with(std::time::Instant::now).elapsed() >= HOLD
     }
 
-    /// Whether the oldest held result has waited [`HOLD`].
-    pub(crate) fn due(&self) -> bool {
-        self.lock().1.is_some_and(|t| t.elapsed() >= HOLD)
-    }
-
-    pub(crate) fn take(&self) -> Vec<TaskResult> {
+    fn take(&self) -> Vec<TaskResult> {
         let mut held = self.lock();
         held.1 = None;
         std::mem::take(&mut held.0)
     }
 
-    /// Hands the held results to the report loop.
-    pub(crate) fn send(&self, to: &UnboundedSender<TaskResult>) {
-        for result in self.take() {
-            // The report loop only ends after the dispatcher: this fails only in shutdown.
-            let _ = to.send(result);
-        }
-    }
-
-    /// Wakes the report loop to take the held results (computing paused).
+    /// Wakes the report loop to take the held results.
     pub(crate) fn release(&self) {
         self.release.notify_one();
     }
@@ -178,23 +165,11 @@ pub(crate) async fn report_loop(
         tokio::select! {
             biased;
             result = incoming.recv() => match result {
-                Some(result) => {
-                    if reporter.pending.is_empty() {
-                        waiting_since = Instant::now();
-                    }
-                    reporter.pending.insert(result.task_id, result);
-                    gate.pending.store(reporter.pending.len(), Ordering::Relaxed);
-                }
+                Some(result) => reporter.take_in([result], &mut waiting_since),
                 None => break,
             },
             _ = shared.held.release.notified() => {
-                for result in shared.held.take() {
-                    if reporter.pending.is_empty() {
-                        waiting_since = Instant::now();
-                    }
-                    reporter.pending.insert(result.task_id, result);
-                }
-                gate.pending.store(reporter.pending.len(), Ordering::Relaxed);
+                reporter.take_in(shared.held.take(), &mut waiting_since);
             }
             _ = gate.flush.notified() => flush_asked = true,
             _ = tokio::time::sleep_until(due), if ready => {
@@ -208,10 +183,8 @@ pub(crate) async fn report_loop(
             }
         }
     }
-    // Held by a compute thread that never got to hand them on (a unit abandoned at shutdown).
-    for result in shared.held.take() {
-        reporter.pending.insert(result.task_id, result);
-    }
+    // Held since the last wake-up (the compute threads' last run ended as shutdown began).
+    reporter.take_in(shared.held.take(), &mut waiting_since);
     if !reporter.pending.is_empty() {
         let count = reporter.pending.len();
         match tokio::time::timeout(FLUSH_TIMEOUT, reporter.flush()).await {
@@ -225,6 +198,24 @@ pub(crate) async fn report_loop(
 }
 
 impl Reporter {
+    /// Adds results to send; `waiting_since` restarts when they are the first waiting.
+    fn take_in(
+        &mut self,
+        results: impl IntoIterator<Item = TaskResult>,
+        waiting_since: &mut Instant,
+    ) {
+        for result in results {
+            if self.pending.is_empty() {
+                *waiting_since = Instant::now();
+            }
+            self.pending.insert(result.task_id, result);
+        }
+        self.shared
+            .reports
+            .pending
+            .store(self.pending.len(), Ordering::Relaxed);
+    }
+
     /// Sends until everything is acknowledged; gives up at the first failure.
     async fn flush(&mut self) -> bool {
         while !self.pending.is_empty() {
