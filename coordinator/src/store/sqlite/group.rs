@@ -5,13 +5,21 @@
 //! wait for a second hand-over of the connection (the open-loop latency tail). Each op still
 //! runs its own statements, in arrival order, so it sees what the ops before it in the group did
 //! (a quota, a lease, a decided unit) exactly as if it ran alone after them.
+//!
+//! The groups run on a thread of their own with its own connection (rusqlite): through sqlx
+//! every statement was a hand-off to the connection's thread and back, two thread wake-ups per
+//! statement, about seven context switches per dispatched unit, and that, not SQLite, was most
+//! of the writer's cost (issue 8, W1 and W2 profiles). Here a whole group runs without one.
 
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::{Connection, TransactionBehavior};
 use sparecycles_protocol::Millis;
-use sqlx::SqlitePool;
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
-use super::super::{LeaseAsk, LeasedTask, Outcome, StoreError, StoreResult, UnitVerdict};
+use super::super::{LeaseAsk, LeasedTask, NewJob, Outcome, StoreError, StoreResult, UnitVerdict};
 use crate::scheduler::trust::TrustPolicy;
 
 /// Most calls in one transaction: bounds how long the first of them waits for the last.
@@ -77,6 +85,15 @@ pub(super) enum Op {
         now: Millis,
         reply: oneshot::Sender<StoreResult<()>>,
     },
+    CreateJob {
+        job: Box<NewJob>,
+        now: Millis,
+        reply: oneshot::Sender<StoreResult<()>>,
+    },
+    Expire {
+        now: Millis,
+        reply: oneshot::Sender<StoreResult<u64>>,
+    },
 }
 
 /// What an op came to, before its transaction committed.
@@ -84,31 +101,37 @@ enum Done {
     Leased(Vec<LeasedTask>),
     Recorded(Vec<Uuid>),
     Applied,
+    Expired(u64),
 }
 
 impl Op {
-    async fn run(&self, conn: &mut sqlx::SqliteConnection) -> StoreResult<Done> {
+    fn run(&self, conn: &Connection) -> StoreResult<Done> {
         match self {
-            Op::Lease { ask, now, .. } => Ok(Done::Leased(
-                super::lease::lease(conn, &ask.ask(), *now).await?,
-            )),
+            Op::Lease { ask, now, .. } => {
+                Ok(Done::Leased(super::lease::lease(conn, &ask.ask(), *now)?))
+            }
             Op::Record {
                 worker,
                 results,
                 now,
                 ..
-            } => Ok(Done::Recorded(
-                super::record_results(conn, *worker, results, *now).await?,
-            )),
+            } => Ok(Done::Recorded(super::record_results(
+                conn, *worker, results, *now,
+            )?)),
             Op::Verdicts {
                 verdicts,
                 policy,
                 now,
                 ..
             } => {
-                super::verdicts::apply(conn, verdicts, policy, *now).await?;
+                super::verdicts::apply(conn, verdicts, policy, *now)?;
                 Ok(Done::Applied)
             }
+            Op::CreateJob { job, now, .. } => {
+                super::insert_job(conn, job, *now)?;
+                Ok(Done::Applied)
+            }
+            Op::Expire { now, .. } => Ok(Done::Expired(super::expire(conn, *now)?)),
         }
     }
 
@@ -117,31 +140,60 @@ impl Op {
         match (self, done) {
             (Op::Lease { reply, .. }, Ok(Done::Leased(v))) => drop(reply.send(Ok(v))),
             (Op::Record { reply, .. }, Ok(Done::Recorded(v))) => drop(reply.send(Ok(v))),
+            (Op::Verdicts { reply, .. } | Op::CreateJob { reply, .. }, Ok(Done::Applied)) => {
+                drop(reply.send(Ok(())))
+            }
+            (Op::Expire { reply, .. }, Ok(Done::Expired(n))) => drop(reply.send(Ok(n))),
             (Op::Lease { reply, .. }, Err(e)) => drop(reply.send(Err(e))),
             (Op::Record { reply, .. }, Err(e)) => drop(reply.send(Err(e))),
-            (Op::Verdicts { reply, .. }, Ok(Done::Applied)) => drop(reply.send(Ok(()))),
-            (Op::Verdicts { reply, .. }, Err(e)) => drop(reply.send(Err(e))),
+            (Op::Verdicts { reply, .. } | Op::CreateJob { reply, .. }, Err(e)) => {
+                drop(reply.send(Err(e)))
+            }
+            (Op::Expire { reply, .. }, Err(e)) => drop(reply.send(Err(e))),
             (op, Ok(_)) => op.answer(Err(StoreError::Corrupt("group commit mixed up".into()))),
         }
     }
 }
 
-/// Starts the loop that runs queued ops in groups; it ends when every sender is gone.
-pub(super) fn spawn(writer: SqlitePool) -> mpsc::Sender<Op> {
-    let (tx, mut rx) = mpsc::channel::<Op>(4 * MAX_GROUP);
-    tokio::spawn(async move {
-        let mut batch = Vec::with_capacity(MAX_GROUP);
-        while rx.recv_many(&mut batch, MAX_GROUP).await > 0 {
-            run_group(&writer, &mut batch).await;
+/// Opens the writer's connection (the schema is already migrated) and starts the thread that
+/// runs queued ops in groups; the thread ends when every sender is gone.
+pub(super) fn spawn(path: &Path) -> StoreResult<mpsc::Sender<Op>> {
+    let conn = Connection::open(path)?;
+    // As the pool's connections: WAL + NORMAL survives a process crash; a rare write through the
+    // pool (enrolment, a job's state) waits for the lock instead of failing.
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.pragma_update(None, "foreign_keys", "OFF")?;
+    conn.pragma_update(None, "cache_size", -65536)?;
+    conn.busy_timeout(Duration::from_secs(10))?;
+    conn.set_prepared_statement_cache_capacity(64);
+    let (tx, rx) = mpsc::channel::<Op>(4 * MAX_GROUP);
+    // Started by the caller of `SqliteStore::open`, before the async threads lower their
+    // priority (`cli::yield_to_the_sqlite_writer`): this thread is the serial part of dispatch.
+    std::thread::Builder::new()
+        .name("sqlite-writer".into())
+        .spawn(move || writer_loop(conn, rx))
+        .map_err(|e| StoreError::Corrupt(format!("cannot start the SQLite writer: {e}")))?;
+    Ok(tx)
+}
+
+fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<Op>) {
+    let mut batch = Vec::with_capacity(MAX_GROUP);
+    while let Some(op) = rx.blocking_recv() {
+        batch.push(op);
+        while batch.len() < MAX_GROUP {
+            match rx.try_recv() {
+                Ok(op) => batch.push(op),
+                Err(_) => break,
+            }
         }
-    });
-    tx
+        run_group(&mut conn, &mut batch);
+    }
 }
 
 /// Runs the ops in one transaction; if that fails, runs each alone so only a failing op fails.
-async fn run_group(writer: &SqlitePool, batch: &mut Vec<Op>) {
+fn run_group(conn: &mut Connection, batch: &mut Vec<Op>) {
     if batch.len() > 1 {
-        match together(writer, batch).await {
+        match together(conn, batch) {
             Ok(done) => {
                 for (op, done) in batch.drain(..).zip(done) {
                     op.answer(Ok(done));
@@ -154,24 +206,26 @@ async fn run_group(writer: &SqlitePool, batch: &mut Vec<Op>) {
         }
     }
     for op in batch.drain(..) {
-        let done = alone(writer, &op).await;
+        let done = alone(conn, &op);
         op.answer(done);
     }
 }
 
-async fn together(writer: &SqlitePool, batch: &[Op]) -> StoreResult<Vec<Done>> {
-    let mut tx = writer.begin().await?;
+fn together(conn: &mut Connection, batch: &[Op]) -> StoreResult<Vec<Done>> {
+    // Immediate: the write lock is taken before the first read, so a commit through the pool in
+    // between cannot make the transaction's snapshot stale.
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut done = Vec::with_capacity(batch.len());
     for op in batch {
-        done.push(op.run(&mut tx).await?);
+        done.push(op.run(&tx)?);
     }
-    tx.commit().await?;
+    tx.commit()?;
     Ok(done)
 }
 
-async fn alone(writer: &SqlitePool, op: &Op) -> StoreResult<Done> {
-    let mut tx = writer.begin().await?;
-    let done = op.run(&mut tx).await?;
-    tx.commit().await?;
+fn alone(conn: &mut Connection, op: &Op) -> StoreResult<Done> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let done = op.run(&tx)?;
+    tx.commit()?;
     Ok(done)
 }

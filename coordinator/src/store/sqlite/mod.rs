@@ -15,7 +15,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
 };
-use sqlx::{QueryBuilder, Row, SqlStr, Sqlite, SqliteConnection};
+use sqlx::{Row, SqlStr};
 use uuid::Uuid;
 
 mod dashboard;
@@ -31,9 +31,6 @@ use super::{
 };
 use crate::scheduler::trust::TrustPolicy;
 use crate::scheduler::validate::{TaskSnapshot, TaskState};
-
-/// Rows per multi-row INSERT: SQLite allows 32,766 bound variables per statement.
-const INSERT_CHUNK: usize = 4000;
 
 pub(super) const JOB_COLUMNS: &str = "id, name, app, params, state, priority, min_quorum, target_results, \
     max_error_results, max_total_results, adaptive, distinct_owners, unit_timeout_ms, unit_count, units_created, units_done, \
@@ -104,7 +101,7 @@ impl SqliteStore {
             .max_connections(4)
             .connect_with(opts.read_only(true))
             .await?;
-        let group = group::spawn(writer.clone());
+        let group = group::spawn(&path)?;
         Ok(SqliteStore {
             writer,
             reader,
@@ -133,8 +130,8 @@ impl SqliteStore {
 }
 
 /// Records a report's results, inside the caller's transaction.
-pub(super) async fn record_results(
-    conn: &mut SqliteConnection,
+pub(super) fn record_results(
+    conn: &rusqlite::Connection,
     worker: Uuid,
     results: &[(Uuid, Outcome)],
     now: Millis,
@@ -150,51 +147,66 @@ pub(super) async fn record_results(
             Outcome::Error(e) => serde_json::json!({"id": task, "state": "error", "error": e}),
         })
         .collect();
-    let rows = sqlx::query(
+    let mut stmt = conn.prepare_cached(
         "UPDATE tasks SET state = r.value ->> 'state', output = r.value ->> 'output', \
          error = r.value ->> 'error', reported_at = ?1 FROM json_each(?2) AS r \
          WHERE tasks.id = r.value ->> 'id' AND tasks.worker_id = ?3 \
          AND tasks.state IN ('leased', 'timed_out') \
          AND EXISTS (SELECT 1 FROM units u WHERE u.id = tasks.unit_id AND u.state = 'open') \
-         RETURNING tasks.id, tasks.unit_id, tasks.state",
-    )
-    .bind(now)
-    .bind(Value::Array(batch).to_string())
-    .bind(&worker_s)
-    .fetch_all(&mut *conn)
-    .await?;
-    let mut recorded = Vec::with_capacity(rows.len());
-    let mut units = Vec::with_capacity(rows.len());
+         RETURNING tasks.id, tasks.unit_id, tasks.state = 'error'",
+    )?;
+    let rows = stmt.query_map(
+        rusqlite::params![now, Value::Array(batch).to_string(), worker_s],
+        |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, bool>(2)?,
+            ))
+        },
+    )?;
+    let mut recorded = Vec::with_capacity(results.len());
+    let mut units = Vec::with_capacity(results.len());
     let mut errors = 0i64;
-    for r in &rows {
-        recorded.push(uuid_col(r, "id")?);
-        units.push(uuid_col(r, "unit_id")?);
-        if r.try_get::<String, _>("state")? == "error" {
-            errors += 1;
-        }
+    for row in rows {
+        let (task, unit, error) = row?;
+        recorded.push(parse_uuid(&task, "id")?);
+        units.push(parse_uuid(&unit, "unit_id")?);
+        errors += error as i64;
     }
     if !units.is_empty() {
-        sqlx::query(
+        conn.prepare_cached(
             "UPDATE units SET dirty = dirty + 1 WHERE id IN (SELECT value FROM json_each(?1))",
-        )
-        .bind(id_list(&units))
-        .execute(&mut *conn)
-        .await?;
+        )?
+        .execute([id_list(&units)])?;
     }
-    sqlx::query("UPDATE workers SET last_seen = ?1 WHERE id = ?2")
-        .bind(now)
-        .bind(&worker_s)
-        .execute(&mut *conn)
-        .await?;
+    conn.prepare_cached("UPDATE workers SET last_seen = ?1 WHERE id = ?2")?
+        .execute(rusqlite::params![now, worker_s])?;
     if errors > 0 {
-        trust::penalize(conn, &worker_s, errors, "errors").await?;
+        trust::penalize(conn, &worker_s, errors, "errors")?;
     }
     Ok(recorded)
+}
+
+/// A stored id, read back.
+pub(super) fn parse_uuid(s: &str, col: &str) -> StoreResult<Uuid> {
+    Uuid::parse_str(s).map_err(|e| StoreError::Corrupt(format!("{col}: {e}")))
 }
 
 pub(super) fn uuid_col(row: &SqliteRow, col: &str) -> StoreResult<Uuid> {
     let s: String = row.try_get(col)?;
     Uuid::parse_str(&s).map_err(|e| StoreError::Corrupt(format!("{col}: {e}")))
+}
+
+/// A task row (`id, job_id, unit_id, unit_seq, deadline`) as a leased task.
+fn leased_row(r: &SqliteRow) -> StoreResult<LeasedTask> {
+    Ok(LeasedTask {
+        task_id: uuid_col(r, "id")?,
+        job_id: uuid_col(r, "job_id")?,
+        unit_id: uuid_col(r, "unit_id")?,
+        unit_seq: r.try_get::<i64, _>("unit_seq")? as u64,
+        deadline: r.try_get("deadline")?,
+    })
 }
 
 pub(super) fn opt_uuid_col(row: &SqliteRow, col: &str) -> StoreResult<Option<Uuid>> {
@@ -280,10 +292,12 @@ pub(super) fn id_list<'a>(ids: impl IntoIterator<Item = &'a Uuid>) -> String {
 }
 
 /// Creates the next `n` units of a job with `target` unsent tasks each; adaptive jobs start
-/// each unit with one task and replicate it when an untrusted worker leases it.
-pub(super) async fn materialize(
-    conn: &mut SqliteConnection,
-    job_id: Uuid,
+/// each unit with one task and replicate it when an untrusted worker leases it. One prepared
+/// insert per row: on the writer's own thread a step costs a few microseconds, with no
+/// hand-off per statement.
+pub(super) fn materialize(
+    conn: &rusqlite::Connection,
+    job: &str,
     from_seq: u64,
     n: u64,
     target: u32,
@@ -294,115 +308,143 @@ pub(super) async fn materialize(
     if n == 0 {
         return Ok(());
     }
-    let job = job_id.to_string();
     let units: Vec<(String, i64)> = (from_seq..from_seq + n)
         .map(|seq| (Uuid::now_v7().to_string(), seq as i64))
         .collect();
-    for chunk in units.chunks(INSERT_CHUNK) {
-        let mut qb: QueryBuilder<Sqlite> =
-            QueryBuilder::new("INSERT INTO units (id, job_id, seq, state, replicated) ");
-        qb.push_values(chunk, |mut b, (id, seq)| {
-            b.push_bind(id.clone())
-                .push_bind(job.clone())
-                .push_bind(*seq)
-                .push("'open'")
-                .push_bind(!adaptive as i64);
-        });
-        qb.build().execute(&mut *conn).await?;
+    let mut insert = conn.prepare_cached(
+        "INSERT INTO units (id, job_id, seq, state, replicated) VALUES (?1, ?2, ?3, 'open', ?4)",
+    )?;
+    for (id, seq) in &units {
+        insert.execute(rusqlite::params![id, job, seq, !adaptive])?;
     }
     insert_tasks(
         conn,
-        &job,
+        job,
         units
             .iter()
             .flat_map(|(id, seq)| std::iter::repeat_n((id.as_str(), *seq), target as usize)),
         now,
-    )
-    .await?;
-    sqlx::query(
+    )?;
+    conn.prepare_cached(
         "UPDATE jobs SET units_created = units_created + ?1, tasks_created = tasks_created + ?2, \
          updated_at = ?3 WHERE id = ?4",
-    )
-    .bind(n as i64)
-    .bind((n * target as u64) as i64)
-    .bind(now)
-    .bind(&job)
-    .execute(&mut *conn)
-    .await?;
+    )?
+    .execute(rusqlite::params![
+        n as i64,
+        (n * target as u64) as i64,
+        now,
+        job
+    ])?;
     Ok(())
 }
 
-pub(super) async fn insert_tasks<'a>(
-    conn: &mut SqliteConnection,
+pub(super) fn insert_tasks<'a>(
+    conn: &rusqlite::Connection,
     job: &str,
     units: impl Iterator<Item = (&'a str, i64)>,
     now: Millis,
 ) -> StoreResult<()> {
-    let rows: Vec<(String, &str, i64)> = units
-        .map(|(unit, seq)| (Uuid::now_v7().to_string(), unit, seq))
-        .collect();
-    for chunk in rows.chunks(INSERT_CHUNK) {
-        let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(
-            "INSERT INTO tasks (id, job_id, unit_id, unit_seq, state, created_at) ",
-        );
-        qb.push_values(chunk, |mut b, (id, unit, seq)| {
-            b.push_bind(id.clone())
-                .push_bind(job.to_owned())
-                .push_bind(unit.to_string())
-                .push_bind(*seq)
-                .push("'unsent'")
-                .push_bind(now);
-        });
-        qb.build().execute(&mut *conn).await?;
+    let mut insert = conn.prepare_cached(
+        "INSERT INTO tasks (id, job_id, unit_id, unit_seq, state, created_at) \
+         VALUES (?1, ?2, ?3, ?4, 'unsent', ?5)",
+    )?;
+    for (unit, seq) in units {
+        insert.execute(rusqlite::params![
+            Uuid::now_v7().to_string(),
+            job,
+            unit,
+            seq,
+            now
+        ])?;
     }
     Ok(())
+}
+
+/// Inserts a new job and its first units, inside the caller's transaction.
+pub(super) fn insert_job(
+    conn: &rusqlite::Connection,
+    job: &NewJob,
+    now: Millis,
+) -> StoreResult<()> {
+    let id = job.id.to_string();
+    conn.prepare_cached(
+        "INSERT INTO jobs (id, name, app, params, state, priority, min_quorum, target_results, \
+         max_error_results, max_total_results, unit_timeout_ms, unit_count, created_at, \
+         updated_at, adaptive, distinct_owners, owner) \
+         VALUES (?1, ?2, ?3, ?4, 'queued', ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12, ?13, ?14, ?15)",
+    )?
+    .execute(rusqlite::params![
+        id,
+        job.name,
+        job.app,
+        job.params.to_string(),
+        job.priority as i64,
+        job.redundancy.min_quorum as i64,
+        job.redundancy.target_results as i64,
+        job.redundancy.max_error_results as i64,
+        job.redundancy.max_total_results as i64,
+        job.unit_timeout_ms,
+        job.unit_count as i64,
+        now,
+        job.redundancy.adaptive,
+        job.redundancy.distinct_owners,
+        job.owner.map(|o| o.to_string()),
+    ])?;
+    materialize(
+        conn,
+        &id,
+        0,
+        job.initial_units.min(job.unit_count),
+        job.redundancy.target_results,
+        job.redundancy.adaptive,
+        now,
+    )
+}
+
+/// Times out overdue leases and penalizes their workers, inside the caller's transaction.
+pub(super) fn expire(conn: &rusqlite::Connection, now: Millis) -> StoreResult<u64> {
+    let rows: Vec<(String, Option<String>)> = conn
+        .prepare_cached(
+            "UPDATE tasks SET state = 'timed_out' WHERE state = 'leased' AND deadline < ?1 \
+             RETURNING unit_id, worker_id",
+        )?
+        .query_map([now], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    let mut per_worker: HashMap<&str, i64> = HashMap::new();
+    for (_, worker) in &rows {
+        if let Some(w) = worker {
+            *per_worker.entry(w).or_default() += 1;
+        }
+    }
+    let units: Vec<&str> = rows.iter().map(|(u, _)| u.as_str()).collect();
+    conn.prepare_cached(
+        "UPDATE units SET dirty = dirty + 1 WHERE id IN (SELECT value FROM json_each(?1))",
+    )?
+    .execute([serde_json::to_string(&units).unwrap_or_default()])?;
+    for (w, n) in per_worker {
+        trust::penalize(conn, w, n, "timeouts")?;
+    }
+    Ok(rows.len() as u64)
 }
 
 #[async_trait]
 impl Store for SqliteStore {
     async fn create_job(&self, job: NewJob, now: Millis) -> StoreResult<JobRow> {
-        let mut tx = self.writer.begin().await?;
-        sqlx::query(
-            "INSERT INTO jobs (id, name, app, params, state, priority, min_quorum, target_results, \
-             max_error_results, max_total_results, unit_timeout_ms, unit_count, created_at, \
-             updated_at, adaptive, distinct_owners, owner) \
-             VALUES (?1, ?2, ?3, ?4, 'queued', ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12, ?13, ?14, ?15)",
-        )
-        .bind(job.id.to_string())
-        .bind(&job.name)
-        .bind(&job.app)
-        .bind(job.params.to_string())
-        .bind(job.priority as i64)
-        .bind(job.redundancy.min_quorum as i64)
-        .bind(job.redundancy.target_results as i64)
-        .bind(job.redundancy.max_error_results as i64)
-        .bind(job.redundancy.max_total_results as i64)
-        .bind(job.unit_timeout_ms)
-        .bind(job.unit_count as i64)
-        .bind(now)
-        .bind(job.redundancy.adaptive as i64)
-        .bind(job.redundancy.distinct_owners as i64)
-        .bind(job.owner.map(|o| o.to_string()))
-        .execute(&mut *tx)
-        .await?;
-        materialize(
-            &mut tx,
-            job.id,
-            0,
-            job.initial_units.min(job.unit_count),
-            job.redundancy.target_results,
-            job.redundancy.adaptive,
+        let id = job.id;
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let op = group::Op::CreateJob {
+            job: Box::new(job),
             now,
-        )
-        .await?;
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"
-        )))
-        .bind(job.id.to_string())
-        .fetch_one(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        job_from_row(&row)
+            reply,
+        };
+        self.grouped(op, answer).await?;
+        // Committed before the answer came, so a reader's fresh snapshot holds it.
+        self.job(id)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt(format!("job {id} vanished after its insert")))
     }
 
     async fn job(&self, id: Uuid) -> StoreResult<Option<JobRow>> {
@@ -608,7 +650,7 @@ impl Store for SqliteStore {
         .bind(now)
         .fetch_all(&self.reader)
         .await?;
-        rows.iter().map(lease::leased_row).collect()
+        rows.iter().map(leased_row).collect()
     }
 
     async fn release(&self, worker: Uuid, tasks: &[Uuid], now: Millis) -> StoreResult<Vec<Uuid>> {
@@ -744,36 +786,8 @@ impl Store for SqliteStore {
     }
 
     async fn expire_tasks(&self, now: Millis) -> StoreResult<u64> {
-        let mut tx = self.writer.begin().await?;
-        let rows = sqlx::query(
-            "UPDATE tasks SET state = 'timed_out' WHERE state = 'leased' AND deadline < ?1 \
-             RETURNING unit_id, worker_id",
-        )
-        .bind(now)
-        .fetch_all(&mut *tx)
-        .await?;
-        if rows.is_empty() {
-            return Ok(0);
-        }
-        let mut units = Vec::with_capacity(rows.len());
-        let mut per_worker: HashMap<String, i64> = HashMap::new();
-        for r in &rows {
-            units.push(uuid_col(r, "unit_id")?);
-            if let Some(w) = r.try_get::<Option<String>, _>("worker_id")? {
-                *per_worker.entry(w).or_default() += 1;
-            }
-        }
-        sqlx::query(
-            "UPDATE units SET dirty = dirty + 1 WHERE id IN (SELECT value FROM json_each(?1))",
-        )
-        .bind(id_list(&units))
-        .execute(&mut *tx)
-        .await?;
-        for (w, n) in per_worker {
-            trust::penalize(&mut tx, &w, n, "timeouts").await?;
-        }
-        tx.commit().await?;
-        Ok(rows.len() as u64)
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.grouped(group::Op::Expire { now, reply }, answer).await
     }
 
     async fn dirty_units(&self, limit: u32) -> StoreResult<Vec<DirtyUnit>> {

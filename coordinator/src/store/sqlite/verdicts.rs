@@ -3,37 +3,33 @@
 
 use std::collections::HashMap;
 
+use rusqlite::{Connection, params};
 use serde_json::json;
 use sparecycles_protocol::Millis;
-use sqlx::SqliteConnection;
 use uuid::Uuid;
 
-use super::{id_list, insert_tasks, trust, uuid_col};
+use super::{id_list, insert_tasks, parse_uuid, trust};
 use crate::scheduler::trust::TrustPolicy;
 use crate::scheduler::validate::Decision;
 use crate::store::{StoreResult, UnitVerdict, valid_effects};
 
 /// Adds `n` to a per-job counter column, one statement per job.
-async fn bump_jobs(
-    conn: &mut SqliteConnection,
+fn bump_jobs(
+    conn: &Connection,
     column: &str,
     per_job: HashMap<Uuid, i64>,
     now: Millis,
 ) -> StoreResult<()> {
     let sql = format!("UPDATE jobs SET {column} = {column} + ?1, updated_at = ?2 WHERE id = ?3");
+    let mut stmt = conn.prepare_cached(&sql)?;
     for (job, n) in per_job {
-        sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
-            .bind(n)
-            .bind(now)
-            .bind(job.to_string())
-            .execute(&mut *conn)
-            .await?;
+        stmt.execute(params![n, now, job.to_string()])?;
     }
     Ok(())
 }
 
-pub(super) async fn apply(
-    conn: &mut SqliteConnection,
+pub(super) fn apply(
+    conn: &Connection,
     verdicts: &[UnitVerdict],
     policy: &TrustPolicy,
     now: Millis,
@@ -65,13 +61,11 @@ pub(super) async fn apply(
 
     // Pending: clear the mark unless a result arrived after the snapshot; add replicas.
     if !clear.is_empty() {
-        sqlx::query(
+        conn.prepare_cached(
             "UPDATE units SET dirty = 0 FROM json_each(?1) AS j \
              WHERE units.id = j.value ->> 'id' AND units.dirty = j.value ->> 'c'",
-        )
-        .bind(serde_json::Value::Array(clear).to_string())
-        .execute(&mut *conn)
-        .await?;
+        )?
+        .execute([serde_json::Value::Array(clear).to_string()])?;
     }
     if !new_tasks.is_empty() {
         let mut per_job: HashMap<String, Vec<(&str, i64, usize)>> = HashMap::new();
@@ -86,37 +80,36 @@ pub(super) async fn apply(
             let rows = units
                 .iter()
                 .flat_map(|(unit, seq, n)| std::iter::repeat_n((*unit, *seq), *n));
-            insert_tasks(conn, job, rows, now).await?;
+            insert_tasks(conn, job, rows, now)?;
             let n: usize = units.iter().map(|u| u.2).sum();
             created.insert(job.parse().unwrap_or_default(), n as i64);
         }
-        bump_jobs(conn, "tasks_created", created, now).await?;
+        bump_jobs(conn, "tasks_created", created, now)?;
     }
 
     // Valid: decide the units still open, in one statement; only those count.
     let mut deltas = HashMap::new();
     if !decided.is_empty() {
-        let rows = sqlx::query(
-            "UPDATE units SET state = 'done', canonical_task = j.value ->> 'canonical', dirty = 0, \
-             solo = j.value ->> 'solo' FROM json_each(?1) AS j \
-             WHERE units.id = j.value ->> 'id' AND units.state = 'open' RETURNING units.id",
-        )
-        .bind(serde_json::Value::Array(decided).to_string())
-        .fetch_all(&mut *conn)
-        .await?;
-        let done: std::collections::HashSet<Uuid> = rows
-            .iter()
-            .map(|r| uuid_col(r, "id"))
-            .collect::<Result<_, _>>()?;
+        let mut done = std::collections::HashSet::new();
+        for id in conn
+            .prepare_cached(
+                "UPDATE units SET state = 'done', canonical_task = j.value ->> 'canonical', \
+                 dirty = 0, solo = j.value ->> 'solo' FROM json_each(?1) AS j \
+                 WHERE units.id = j.value ->> 'id' AND units.state = 'open' RETURNING units.id",
+            )?
+            .query_map([serde_json::Value::Array(decided).to_string()], |r| {
+                r.get::<_, String>(0)
+            })?
+        {
+            done.insert(parse_uuid(&id?, "id")?);
+        }
         let effects = valid_effects(verdicts, |unit| done.contains(&unit));
-        bump_jobs(conn, "units_done", effects.units_done, now).await?;
-        sqlx::query(
+        bump_jobs(conn, "units_done", effects.units_done, now)?;
+        conn.prepare_cached(
             "UPDATE tasks SET state = 'aborted' WHERE state = 'unsent' \
              AND unit_id IN (SELECT value FROM json_each(?1))",
-        )
-        .bind(id_list(&effects.units))
-        .execute(&mut *conn)
-        .await?;
+        )?
+        .execute([id_list(&effects.units)])?;
         for (ids, verdict) in [
             (effects.valid_tasks, "valid"),
             (effects.invalid_tasks, "invalid"),
@@ -124,48 +117,39 @@ pub(super) async fn apply(
             if ids.is_empty() {
                 continue;
             }
-            sqlx::query(
+            conn.prepare_cached(
                 "UPDATE tasks SET validation = ?1 WHERE id IN (SELECT value FROM json_each(?2))",
-            )
-            .bind(verdict)
-            .bind(id_list(&ids))
-            .execute(&mut *conn)
-            .await?;
+            )?
+            .execute(params![verdict, id_list(&ids)])?;
         }
         deltas = effects.workers;
     }
 
     // Failed: rare; the job fails with the first unit's reason.
     for (v, reason) in failed {
-        let changed = sqlx::query(
-            "UPDATE units SET state = 'failed', dirty = 0 WHERE id = ?1 AND state = 'open'",
-        )
-        .bind(v.unit_id.to_string())
-        .execute(&mut *conn)
-        .await?
-        .rows_affected();
+        let changed = conn
+            .prepare_cached(
+                "UPDATE units SET state = 'failed', dirty = 0 WHERE id = ?1 AND state = 'open'",
+            )?
+            .execute([v.unit_id.to_string()])?;
         if changed == 0 {
             continue;
         }
         let job = v.job_id.to_string();
-        sqlx::query(
+        conn.prepare_cached(
             "UPDATE jobs SET units_failed = units_failed + 1, updated_at = ?1, \
              state = CASE WHEN state IN ('completed', 'failed', 'canceled') THEN state ELSE 'failed' END, \
              error = COALESCE(error, ?2), finished_at = COALESCE(finished_at, ?1) WHERE id = ?3",
-        )
-        .bind(now)
-        .bind(format!("unit {} failed: {reason}", v.seq))
-        .bind(&job)
-        .execute(&mut *conn)
-        .await?;
-        sqlx::query("UPDATE tasks SET state = 'aborted' WHERE job_id = ?1 AND state = 'unsent'")
-            .bind(&job)
-            .execute(&mut *conn)
-            .await?;
+        )?
+        .execute(params![now, format!("unit {} failed: {reason}", v.seq), job])?;
+        conn.prepare_cached(
+            "UPDATE tasks SET state = 'aborted' WHERE job_id = ?1 AND state = 'unsent'",
+        )?
+        .execute([&job])?;
     }
 
-    for liar in trust::apply(conn, deltas, policy, now).await? {
-        trust::undo_solo(conn, liar, now).await?;
+    for liar in trust::apply(conn, deltas, policy, now)? {
+        trust::undo_solo(conn, liar, now)?;
     }
     Ok(())
 }
