@@ -21,6 +21,7 @@ use uuid::Uuid;
 mod dashboard;
 mod group;
 mod lease;
+mod quick;
 mod submitters;
 mod trust;
 mod verdicts;
@@ -30,7 +31,6 @@ use super::{
     StoreError, StoreResult, Suspects, UnitVerdict, WorkerRow,
 };
 use crate::scheduler::trust::TrustPolicy;
-use crate::scheduler::validate::{TaskSnapshot, TaskState};
 
 pub(super) const JOB_COLUMNS: &str = "id, name, app, params, state, priority, min_quorum, target_results, \
     max_error_results, max_total_results, adaptive, distinct_owners, unit_timeout_ms, unit_count, units_created, units_done, \
@@ -43,6 +43,8 @@ pub struct SqliteStore {
     reader: SqlitePool,
     /// Leases and reports, run in shared transactions (see [`group`]).
     group: tokio::sync::mpsc::Sender<group::Op>,
+    /// The hot path's point reads (see [`quick`]).
+    quick: std::sync::Arc<quick::QuickReads>,
 }
 
 fn migrator() -> Migrator {
@@ -106,6 +108,7 @@ impl SqliteStore {
             writer,
             reader,
             group,
+            quick: std::sync::Arc::new(quick::QuickReads::new(&path)),
         })
     }
 
@@ -254,33 +257,6 @@ pub(super) fn job_from_row(row: &SqliteRow) -> StoreResult<JobRow> {
         finished_at: row.try_get("finished_at")?,
         error: row.try_get("error")?,
         owner: opt_uuid_col(row, "owner")?,
-    })
-}
-
-fn worker_from_row(row: &SqliteRow) -> StoreResult<WorkerRow> {
-    let apps: String = row.try_get("apps")?;
-    let u = |c: &str| -> StoreResult<u64> { Ok(row.try_get::<i64, _>(c)? as u64) };
-    Ok(WorkerRow {
-        id: uuid_col(row, "id")?,
-        name: row.try_get("name")?,
-        owner: row.try_get("owner")?,
-        os: row.try_get("os")?,
-        arch: row.try_get("arch")?,
-        cores: row.try_get::<i64, _>("cores")? as u32,
-        apps: serde_json::from_str(&apps).map_err(|e| StoreError::Corrupt(e.to_string()))?,
-        created_at: row.try_get("created_at")?,
-        last_seen: row.try_get("last_seen")?,
-        in_flight: 0,
-        valid: u("valid")?,
-        invalid: u("invalid")?,
-        errors: u("errors")?,
-        timeouts: u("timeouts")?,
-        credit: row.try_get("credit")?,
-        rac: row.try_get("rac")?,
-        rac_time: row.try_get("rac_time")?,
-        streak: u("streak")?,
-        quota: row.try_get::<i64, _>("quota")? as u32,
-        banned: row.try_get::<i64, _>("banned")? != 0,
     })
 }
 
@@ -592,19 +568,11 @@ impl Store for SqliteStore {
     }
 
     async fn worker_by_token_hash(&self, hash: &str) -> StoreResult<Option<WorkerRow>> {
-        let row = sqlx::query("SELECT * FROM workers WHERE token_hash = ?1")
-            .bind(hash)
-            .fetch_optional(&self.reader)
-            .await?;
-        row.as_ref().map(worker_from_row).transpose()
+        self.quick.worker_by_token_hash(hash)
     }
 
     async fn workers(&self) -> StoreResult<Vec<WorkerRow>> {
-        let rows = sqlx::query("SELECT * FROM workers ORDER BY created_at")
-            .fetch_all(&self.reader)
-            .await?;
-        let mut workers: Vec<WorkerRow> =
-            rows.iter().map(worker_from_row).collect::<Result<_, _>>()?;
+        let mut workers = self.quick.workers()?;
         let counts = sqlx::query(
             "SELECT worker_id, COUNT(*) AS n FROM tasks WHERE state = 'leased' GROUP BY worker_id",
         )
@@ -704,29 +672,7 @@ impl Store for SqliteStore {
     }
 
     async fn report_targets(&self, tasks: &[Uuid]) -> StoreResult<Vec<ReportTarget>> {
-        let rows = sqlx::query(
-            "SELECT t.id, t.job_id, t.unit_seq, t.worker_id, t.state, u.state AS unit_state, \
-             j.state AS job_state FROM tasks t JOIN units u ON u.id = t.unit_id \
-             JOIN jobs j ON j.id = t.job_id WHERE t.id IN (SELECT value FROM json_each(?1))",
-        )
-        .bind(id_list(tasks))
-        .fetch_all(&self.reader)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                let unit_state: String = r.try_get("unit_state")?;
-                let js: String = r.try_get("job_state")?;
-                Ok(ReportTarget {
-                    task_id: uuid_col(r, "id")?,
-                    job_id: uuid_col(r, "job_id")?,
-                    unit_seq: r.try_get::<i64, _>("unit_seq")? as u64,
-                    worker_id: opt_uuid_col(r, "worker_id")?,
-                    task_state: r.try_get("state")?,
-                    unit_open: unit_state == "open",
-                    job_state: job_state(&js)?,
-                })
-            })
-            .collect()
+        self.quick.report_targets(tasks)
     }
 
     async fn record_results(
@@ -791,62 +737,11 @@ impl Store for SqliteStore {
     }
 
     async fn dirty_units(&self, limit: u32) -> StoreResult<Vec<DirtyUnit>> {
-        let units = sqlx::query(
-            "SELECT u.id, u.job_id, u.seq, u.state, u.dirty, u.replicated, j.state AS job_state FROM units u \
-             JOIN jobs j ON j.id = u.job_id WHERE u.dirty > 0 LIMIT ?1",
-        )
-        .bind(limit as i64)
-        .fetch_all(&self.reader)
-        .await?;
-        if units.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut out: Vec<DirtyUnit> = Vec::with_capacity(units.len());
-        let mut index = HashMap::new();
-        for r in &units {
-            let state: String = r.try_get("state")?;
-            let js: String = r.try_get("job_state")?;
-            let unit_id = uuid_col(r, "id")?;
-            index.insert(unit_id, out.len());
-            out.push(DirtyUnit {
-                unit_id,
-                job_id: uuid_col(r, "job_id")?,
-                seq: r.try_get::<i64, _>("seq")? as u64,
-                open: state == "open" && !job_state(&js)?.is_final(),
-                changes: r.try_get("dirty")?,
-                replicated: r.try_get::<i64, _>("replicated")? != 0,
-                tasks: Vec::new(),
-            });
-        }
-        let tasks = sqlx::query(
-            "SELECT id, unit_id, worker_id, state, output, error, spared FROM tasks \
-             WHERE unit_id IN (SELECT value FROM json_each(?1)) \
-             ORDER BY reported_at IS NULL, reported_at, id",
-        )
-        .bind(id_list(index.keys()))
-        .fetch_all(&self.reader)
-        .await?;
-        for r in &tasks {
-            let unit = uuid_col(r, "unit_id")?;
-            let state: String = r.try_get("state")?;
-            let output: Option<String> = r.try_get("output")?;
-            let snapshot = TaskSnapshot {
-                id: uuid_col(r, "id")?,
-                worker_id: opt_uuid_col(r, "worker_id")?,
-                state: TaskState::parse(&state)
-                    .ok_or_else(|| StoreError::Corrupt(format!("task state {state}")))?,
-                output: output
-                    .map(|o| serde_json::from_str(&o))
-                    .transpose()
-                    .map_err(|e| StoreError::Corrupt(format!("output: {e}")))?,
-                error: r.try_get("error")?,
-                suspect: r.try_get::<i64, _>("spared")? != 0,
-            };
-            if let Some(&i) = index.get(&unit) {
-                out[i].tasks.push(snapshot);
-            }
-        }
-        Ok(out)
+        // A pass reads thousands of rows: on the blocking pool, one hand-off for all of them.
+        let quick = self.quick.clone();
+        tokio::task::spawn_blocking(move || quick.dirty_units(limit))
+            .await
+            .map_err(|e| StoreError::Corrupt(format!("dirty units read: {e}")))?
     }
 
     async fn apply_verdicts(
