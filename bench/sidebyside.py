@@ -276,12 +276,12 @@ def count_of(body):
 
 
 class Coordinator:
-    def __init__(self, tmp, extra=()):
+    def __init__(self, tmp, extra=(), binary=None):
         self.dir = tempfile.mkdtemp(prefix="coord-", dir=tmp)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = open(os.path.join(self.dir, "coordinator.log"), "w")
-        self.p = PROCS.start([os.path.join(BIN, "coordinator"), "serve", "--listen", f"127.0.0.1:{self.port}",
+        self.p = PROCS.start([binary or os.path.join(BIN, "coordinator"), "serve", "--listen", f"127.0.0.1:{self.port}",
                               "--data-dir", os.path.join(self.dir, "data"), "--admin-token", TOKEN,
                               # Rate limits are a flood guard; the benchmarks measure the dispatch path.
                               "--rate-limit-per-token", "0", "--rate-limit-per-ip", "0", *extra],

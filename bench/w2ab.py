@@ -1,14 +1,17 @@
 #!/usr/bin/env python3
-"""W2 of two worker binaries, alternated: for A/B-testing a worker change on a noisy machine.
+"""W2 of two worker (or coordinator) binaries, alternated: for A/B-testing a change on a noisy
+machine.
 
 Each group starts a fresh release coordinator (target/release) and one worker of the binary
-under test on all cores, runs one warm-up job, then PER jobs of W2 (pi over [0, 2e9) in 200
+under test on all cores (with AB_SIDE=coordinator: a coordinator of the binary under test and a
+release worker), runs one warm-up job, then PER jobs of W2 (pi over [0, 2e9) in 200
 units), each right after the prime kernel alone; the binaries take turns group by group, in
 alternating order. Prints each binary's median wall time and efficiency (kernel ÷ job).
 
     cp target/release/worker /tmp/worker-a      # build the other version, then:
     python3 bench/w2ab.py /tmp/worker-a target/release/worker
     AB_GROUPS=6 AB_PER=5 python3 bench/w2ab.py A B    # defaults: 4 groups of 5 jobs each
+    AB_SIDE=coordinator python3 bench/w2ab.py /tmp/coordinator-a target/release/coordinator
 """
 import os
 import statistics
@@ -26,15 +29,16 @@ def main():
     if len(bins) < 2:
         sys.exit(__doc__)
     groups, per = int(os.environ.get("AB_GROUPS", "4")), int(os.environ.get("AB_PER", "5"))
+    coordinator_side = os.environ.get("AB_SIDE", "worker") == "coordinator"
     walls = {b: [] for b in bins}
     effs = {b: [] for b in bins}
     tmp = tempfile.mkdtemp(prefix="w2ab-")
     try:
         for g in range(groups):
             for b in (bins if g % 2 == 0 else bins[::-1]):
-                c = S.Coordinator(tmp)
+                c = S.Coordinator(tmp, binary=b if coordinator_side else None)
                 try:
-                    c.worker("w", S.NPROC, binary=b)
+                    c.worker("w", S.NPROC, binary=None if coordinator_side else b)
                     c.wait_workers(1)
                     c.run_job(S.prime_job("warm-up", END, UNITS))
                     for i in range(per):

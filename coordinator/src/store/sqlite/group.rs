@@ -12,6 +12,8 @@
 //! of the writer's cost (issue 8, W1 and W2 profiles). Here a whole group runs without one.
 
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use rusqlite::{Connection, TransactionBehavior};
@@ -166,17 +168,73 @@ pub(super) fn spawn(path: &Path) -> StoreResult<mpsc::Sender<Op>> {
     conn.pragma_update(None, "cache_size", -65536)?;
     conn.busy_timeout(Duration::from_secs(10))?;
     conn.set_prepared_statement_cache_capacity(64);
+    // Checkpoints run beside the writer (see `checkpointer`), not inside its commits.
+    conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+    let (stop, long) = checkpointer(path)?;
     let (tx, rx) = mpsc::channel::<Op>(4 * MAX_GROUP);
     // Started by the caller of `SqliteStore::open`, before the async threads lower their
     // priority (`cli::yield_to_the_sqlite_writer`): this thread is the serial part of dispatch.
     std::thread::Builder::new()
         .name("sqlite-writer".into())
-        .spawn(move || writer_loop(conn, rx))
+        .spawn(move || {
+            writer_loop(conn, rx, &long);
+            drop(stop);
+        })
         .map_err(|e| StoreError::Corrupt(format!("cannot start the SQLite writer: {e}")))?;
     Ok(tx)
 }
 
-fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<Op>) {
+/// How often the checkpointer copies the WAL's frames into the database file.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
+
+/// WAL frames (pages) past which the writer finishes a checkpoint itself, so the WAL starts
+/// over: about 16 MB.
+const RESTART_AT: i64 = 4096;
+
+/// Starts the thread that checkpoints the WAL; it ends, after a last checkpoint, when the
+/// returned sender is dropped. The flag asks the writer to finish a checkpoint (see
+/// [`writer_loop`]).
+///
+/// SQLite checkpoints inside the commit that crosses 1,000 WAL pages: that commit, and every
+/// lease and report waiting behind it, took milliseconds longer (the open-loop lease tail,
+/// issue 8). A passive checkpoint on a connection of its own copies the pages and syncs the
+/// database file without blocking the writer or the readers. But the WAL starts over only when
+/// a write transaction begins with every page copied, which a writer busy with the next group
+/// rarely sees, so the writer checkpoints what little is left itself when the WAL gets long.
+fn checkpointer(path: &Path) -> StoreResult<(std::sync::mpsc::Sender<()>, Arc<AtomicBool>)> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(Duration::from_secs(10))?;
+    conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+    let (stop, stopped) = std::sync::mpsc::channel::<()>();
+    let long = Arc::new(AtomicBool::new(false));
+    let flag = long.clone();
+    std::thread::Builder::new()
+        .name("sqlite-checkpoint".into())
+        .spawn(move || {
+            loop {
+                let last = matches!(
+                    stopped.recv_timeout(CHECKPOINT_EVERY),
+                    Err(std::sync::mpsc::RecvTimeoutError::Disconnected)
+                );
+                match checkpoint(&conn) {
+                    Ok(frames) => flag.store(frames >= RESTART_AT, Ordering::Relaxed),
+                    Err(e) => tracing::warn!(error = %e, "WAL checkpoint failed"),
+                }
+                if last {
+                    break;
+                }
+            }
+        })
+        .map_err(|e| StoreError::Corrupt(format!("cannot start the SQLite checkpointer: {e}")))?;
+    Ok((stop, long))
+}
+
+/// A passive checkpoint; returns the WAL's length in frames.
+fn checkpoint(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get(1))
+}
+
+fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<Op>, long: &AtomicBool) {
     let mut batch = Vec::with_capacity(MAX_GROUP);
     while let Some(op) = rx.blocking_recv() {
         batch.push(op);
@@ -187,6 +245,13 @@ fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<Op>) {
             }
         }
         run_group(&mut conn, &mut batch);
+        if long.swap(false, Ordering::Relaxed) {
+            // The checkpointer copied most pages; this copies the rest, so the next
+            // transaction begins with all of them copied and the WAL starts over.
+            if let Err(e) = checkpoint(&conn) {
+                tracing::warn!(error = %e, "WAL checkpoint failed");
+            }
+        }
     }
 }
 

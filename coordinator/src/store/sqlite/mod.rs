@@ -87,7 +87,9 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(false)
-            .pragma("cache_size", "-65536");
+            .pragma("cache_size", "-65536")
+            // The checkpointer thread checkpoints (see `group::checkpointer`).
+            .pragma("wal_autocheckpoint", "0");
         // One connection for the life of the store: its thread is started here, before the
         // async threads yield to it (`cli::yield_to_the_sqlite_writer`); a replacement would be
         // started by one of them and inherit their lower priority.
