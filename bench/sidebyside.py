@@ -285,7 +285,7 @@ class Coordinator:
                               "--data-dir", os.path.join(self.dir, "data"), "--admin-token", TOKEN,
                               # Rate limits are a flood guard; the benchmarks measure the dispatch path.
                               "--rate-limit-per-token", "0", "--rate-limit-per-ip", "0", *extra],
-                             "coordinator", stderr=self.log, env=dict(os.environ, RUST_LOG="warn"))
+                             "coordinator", stderr=self.log, env=dict(os.environ, RUST_LOG=os.environ.get("BENCH_RUST_LOG", "warn")))
         self.api = Api(self.port)
         # Its workers are stopped with it, inside the part's CPU window: a worker left running
         # would count as "foreign" CPU there and keep retrying during the later parts.
@@ -311,7 +311,7 @@ class Coordinator:
                 "--config", os.path.join(wdir, "none.toml"), "--name", name, "--cores", str(cores),
                 "--idle-minutes", "0", "--pause-on-battery", "false", *extra]
         p = PROCS.start(args, name, stderr=open(os.path.join(wdir, "worker.log"), "w"),
-                        env=dict(os.environ, RUST_LOG="warn"))
+                        env=dict(os.environ, RUST_LOG=os.environ.get("BENCH_RUST_LOG", "warn")))
         self.workers.append(p)
         return p
 

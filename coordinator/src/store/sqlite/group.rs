@@ -117,7 +117,7 @@ impl Op {
                 results,
                 now,
                 ..
-            } => Ok(Done::Recorded(super::record_results(
+            } => Ok(Done::Recorded(super::writes::record_results(
                 conn, *worker, results, *now,
             )?)),
             Op::Verdicts {
@@ -130,10 +130,10 @@ impl Op {
                 Ok(Done::Applied)
             }
             Op::CreateJob { job, now, .. } => {
-                super::insert_job(conn, job, *now)?;
+                super::writes::insert_job(conn, job, *now)?;
                 Ok(Done::Applied)
             }
-            Op::Expire { now, .. } => Ok(Done::Expired(super::expire(conn, *now)?)),
+            Op::Expire { now, .. } => Ok(Done::Expired(super::writes::expire(conn, *now)?)),
         }
     }
 

@@ -5,7 +5,8 @@ use rusqlite::{Connection, OptionalExtension, params};
 use sparecycles_protocol::Millis;
 use uuid::Uuid;
 
-use super::{id_list, insert_tasks, materialize, parse_uuid};
+use super::writes::{insert_tasks, materialize};
+use super::{id_list, parse_uuid};
 use crate::store::{LeaseAsk, LeasedTask, StoreResult};
 
 /// Leases up to `max` unsent tasks of one job to `worker`, at most one per unit (the subquery

@@ -1,5 +1,11 @@
-//! The SQLite store: one file in the data dir, WAL mode, one writer connection (SQLite allows
-//! one writer at a time; serialising writes in the pool avoids busy retries) and a few readers.
+//! The SQLite store: one file in the data dir, WAL mode. The writes on the path of every unit
+//! (leases, reports, verdicts, new jobs, expiry) run in group commits on a writer thread of
+//! their own, through rusqlite ([`group`]); the hot point reads run inline on connections of
+//! their own ([`quick`]). Everything else (migrations, the dashboard, rare writes such as
+//! enrolment or a job's state) goes through sqlx pools: one writer connection, whose rare
+//! transactions wait for the writer thread's lock, and a few readers. Through sqlx every
+//! statement is a hand-off to a connection thread and back; on the hot path those hand-offs,
+//! not SQLite, were most of the cost (issue 8, BENCHMARKS.md).
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -25,6 +31,7 @@ mod quick;
 mod submitters;
 mod trust;
 mod verdicts;
+mod writes;
 
 use super::{
     DirtyUnit, JobRow, LeaseAsk, LeasedTask, NewJob, NewWorker, Outcome, ReportTarget, Store,
@@ -39,9 +46,10 @@ pub(super) const JOB_COLUMNS: &str = "id, name, app, params, state, priority, mi
 /// SQLite implementation of [`Store`].
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
+    /// Rare writes (see the module comment).
     writer: SqlitePool,
     reader: SqlitePool,
-    /// Leases and reports, run in shared transactions (see [`group`]).
+    /// The hot writes, run in shared transactions (see [`group`]).
     group: tokio::sync::mpsc::Sender<group::Op>,
     /// The hot path's point reads (see [`quick`]).
     quick: std::sync::Arc<quick::QuickReads>,
@@ -134,65 +142,6 @@ impl SqliteStore {
     }
 }
 
-/// Records a report's results, inside the caller's transaction.
-pub(super) fn record_results(
-    conn: &rusqlite::Connection,
-    worker: Uuid,
-    results: &[(Uuid, Outcome)],
-    now: Millis,
-) -> StoreResult<Vec<Uuid>> {
-    let worker_s = worker.to_string();
-    // One statement for the whole report: a JSON array of results joined to their tasks.
-    let batch: Vec<Value> = results
-        .iter()
-        .map(|(task, outcome)| match outcome {
-            Outcome::Success(v) => {
-                serde_json::json!({"id": task, "state": "success", "output": v.to_string()})
-            }
-            Outcome::Error(e) => serde_json::json!({"id": task, "state": "error", "error": e}),
-        })
-        .collect();
-    let mut stmt = conn.prepare_cached(
-        "UPDATE tasks SET state = r.value ->> 'state', output = r.value ->> 'output', \
-         error = r.value ->> 'error', reported_at = ?1 FROM json_each(?2) AS r \
-         WHERE tasks.id = r.value ->> 'id' AND tasks.worker_id = ?3 \
-         AND tasks.state IN ('leased', 'timed_out') \
-         AND EXISTS (SELECT 1 FROM units u WHERE u.id = tasks.unit_id AND u.state = 'open') \
-         RETURNING tasks.id, tasks.unit_id, tasks.state = 'error'",
-    )?;
-    let rows = stmt.query_map(
-        rusqlite::params![now, Value::Array(batch).to_string(), worker_s],
-        |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, bool>(2)?,
-            ))
-        },
-    )?;
-    let mut recorded = Vec::with_capacity(results.len());
-    let mut units = Vec::with_capacity(results.len());
-    let mut errors = 0i64;
-    for row in rows {
-        let (task, unit, error) = row?;
-        recorded.push(parse_uuid(&task, "id")?);
-        units.push(parse_uuid(&unit, "unit_id")?);
-        errors += error as i64;
-    }
-    if !units.is_empty() {
-        conn.prepare_cached(
-            "UPDATE units SET dirty = dirty + 1 WHERE id IN (SELECT value FROM json_each(?1))",
-        )?
-        .execute([id_list(&units)])?;
-    }
-    conn.prepare_cached("UPDATE workers SET last_seen = ?1 WHERE id = ?2")?
-        .execute(rusqlite::params![now, worker_s])?;
-    if errors > 0 {
-        trust::penalize(conn, &worker_s, errors, "errors")?;
-    }
-    Ok(recorded)
-}
-
 /// A stored id, read back.
 pub(super) fn parse_uuid(s: &str, col: &str) -> StoreResult<Uuid> {
     Uuid::parse_str(s).map_err(|e| StoreError::Corrupt(format!("{col}: {e}")))
@@ -267,145 +216,6 @@ pub(super) fn job_from_row(row: &SqliteRow) -> StoreResult<JobRow> {
 pub(super) fn id_list<'a>(ids: impl IntoIterator<Item = &'a Uuid>) -> String {
     let v: Vec<String> = ids.into_iter().map(Uuid::to_string).collect();
     serde_json::to_string(&v).unwrap_or_else(|_| "[]".into())
-}
-
-/// Creates the next `n` units of a job with `target` unsent tasks each; adaptive jobs start
-/// each unit with one task and replicate it when an untrusted worker leases it. One prepared
-/// insert per row: on the writer's own thread a step costs a few microseconds, with no
-/// hand-off per statement.
-pub(super) fn materialize(
-    conn: &rusqlite::Connection,
-    job: &str,
-    from_seq: u64,
-    n: u64,
-    target: u32,
-    adaptive: bool,
-    now: Millis,
-) -> StoreResult<()> {
-    let target = if adaptive { 1 } else { target };
-    if n == 0 {
-        return Ok(());
-    }
-    let units: Vec<(String, i64)> = (from_seq..from_seq + n)
-        .map(|seq| (Uuid::now_v7().to_string(), seq as i64))
-        .collect();
-    let mut insert = conn.prepare_cached(
-        "INSERT INTO units (id, job_id, seq, state, replicated) VALUES (?1, ?2, ?3, 'open', ?4)",
-    )?;
-    for (id, seq) in &units {
-        insert.execute(rusqlite::params![id, job, seq, !adaptive])?;
-    }
-    insert_tasks(
-        conn,
-        job,
-        units
-            .iter()
-            .flat_map(|(id, seq)| std::iter::repeat_n((id.as_str(), *seq), target as usize)),
-        now,
-    )?;
-    conn.prepare_cached(
-        "UPDATE jobs SET units_created = units_created + ?1, tasks_created = tasks_created + ?2, \
-         updated_at = ?3 WHERE id = ?4",
-    )?
-    .execute(rusqlite::params![
-        n as i64,
-        (n * target as u64) as i64,
-        now,
-        job
-    ])?;
-    Ok(())
-}
-
-pub(super) fn insert_tasks<'a>(
-    conn: &rusqlite::Connection,
-    job: &str,
-    units: impl Iterator<Item = (&'a str, i64)>,
-    now: Millis,
-) -> StoreResult<()> {
-    let mut insert = conn.prepare_cached(
-        "INSERT INTO tasks (id, job_id, unit_id, unit_seq, state, created_at) \
-         VALUES (?1, ?2, ?3, ?4, 'unsent', ?5)",
-    )?;
-    for (unit, seq) in units {
-        insert.execute(rusqlite::params![
-            Uuid::now_v7().to_string(),
-            job,
-            unit,
-            seq,
-            now
-        ])?;
-    }
-    Ok(())
-}
-
-/// Inserts a new job and its first units, inside the caller's transaction.
-pub(super) fn insert_job(
-    conn: &rusqlite::Connection,
-    job: &NewJob,
-    now: Millis,
-) -> StoreResult<()> {
-    let id = job.id.to_string();
-    conn.prepare_cached(
-        "INSERT INTO jobs (id, name, app, params, state, priority, min_quorum, target_results, \
-         max_error_results, max_total_results, unit_timeout_ms, unit_count, created_at, \
-         updated_at, adaptive, distinct_owners, owner) \
-         VALUES (?1, ?2, ?3, ?4, 'queued', ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12, ?13, ?14, ?15)",
-    )?
-    .execute(rusqlite::params![
-        id,
-        job.name,
-        job.app,
-        job.params.to_string(),
-        job.priority as i64,
-        job.redundancy.min_quorum as i64,
-        job.redundancy.target_results as i64,
-        job.redundancy.max_error_results as i64,
-        job.redundancy.max_total_results as i64,
-        job.unit_timeout_ms,
-        job.unit_count as i64,
-        now,
-        job.redundancy.adaptive,
-        job.redundancy.distinct_owners,
-        job.owner.map(|o| o.to_string()),
-    ])?;
-    materialize(
-        conn,
-        &id,
-        0,
-        job.initial_units.min(job.unit_count),
-        job.redundancy.target_results,
-        job.redundancy.adaptive,
-        now,
-    )
-}
-
-/// Times out overdue leases and penalizes their workers, inside the caller's transaction.
-pub(super) fn expire(conn: &rusqlite::Connection, now: Millis) -> StoreResult<u64> {
-    let rows: Vec<(String, Option<String>)> = conn
-        .prepare_cached(
-            "UPDATE tasks SET state = 'timed_out' WHERE state = 'leased' AND deadline < ?1 \
-             RETURNING unit_id, worker_id",
-        )?
-        .query_map([now], |r| Ok((r.get(0)?, r.get(1)?)))?
-        .collect::<Result<_, _>>()?;
-    if rows.is_empty() {
-        return Ok(0);
-    }
-    let mut per_worker: HashMap<&str, i64> = HashMap::new();
-    for (_, worker) in &rows {
-        if let Some(w) = worker {
-            *per_worker.entry(w).or_default() += 1;
-        }
-    }
-    let units: Vec<&str> = rows.iter().map(|(u, _)| u.as_str()).collect();
-    conn.prepare_cached(
-        "UPDATE units SET dirty = dirty + 1 WHERE id IN (SELECT value FROM json_each(?1))",
-    )?
-    .execute([serde_json::to_string(&units).unwrap_or_default()])?;
-    for (w, n) in per_worker {
-        trust::penalize(conn, w, n, "timeouts")?;
-    }
-    Ok(rows.len() as u64)
 }
 
 #[async_trait]

@@ -8,7 +8,8 @@ use serde_json::json;
 use sparecycles_protocol::Millis;
 use uuid::Uuid;
 
-use super::{id_list, insert_tasks, parse_uuid, trust};
+use super::writes::insert_tasks;
+use super::{id_list, parse_uuid, trust};
 use crate::scheduler::trust::TrustPolicy;
 use crate::scheduler::validate::Decision;
 use crate::store::{StoreResult, UnitVerdict, valid_effects};
