@@ -236,16 +236,19 @@ impl Chunks {
     }
 }
 
-/// A few pieces per thread for balance, but each large enough that finding the base primes'
+/// Up to 16 pieces per thread for balance, but each large enough that finding the base primes'
 /// first multiples (about one division per base prime: 35 ms near 10^15, as long as sieving
-/// 25 million numbers there) stays a small part of the work.
+/// 25 million numbers there) stays a small part of the work. Equal pieces do not cost the same
+/// (one higher up the range has more base primes to cross off), and with 4 per thread the last
+/// ones kept one thread busy while the other idled: π(2·10⁹) on 2 threads took 0.162 s with 4
+/// pieces per thread, 0.145 s with 16, 0.148 s with 64.
 fn chunks(span: Span, threads: u64) -> Chunks {
     let threads = threads.max(1);
     let most = span.len().div_ceil(min_chunk(span.end)).max(1);
-    // As many equal pieces as the threads (times up to 4) when the span is long enough; a
+    // As many equal pieces as the threads (times up to 16) when the span is long enough; a
     // count that is not a multiple of the threads would leave one thread a piece more to do.
     let count = if most >= threads {
-        (most.min(threads * 4) / threads) * threads
+        (most.min(threads * 16) / threads) * threads
     } else {
         most
     };
