@@ -5,6 +5,7 @@
 mod harness;
 mod leadership;
 mod modules;
+mod sqlite;
 mod submitters;
 mod verdicts;
 

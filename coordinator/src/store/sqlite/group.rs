@@ -96,6 +96,9 @@ pub(super) enum Op {
         now: Millis,
         reply: oneshot::Sender<StoreResult<u64>>,
     },
+    /// Ends the writer thread once the ops queued before it ran; the answer comes after its
+    /// connection closed.
+    Close { reply: oneshot::Sender<()> },
 }
 
 /// What an op came to, before its transaction committed.
@@ -134,6 +137,7 @@ impl Op {
                 Ok(Done::Applied)
             }
             Op::Expire { now, .. } => Ok(Done::Expired(super::writes::expire(conn, *now)?)),
+            Op::Close { .. } => Ok(Done::Applied),
         }
     }
 
@@ -152,6 +156,7 @@ impl Op {
                 drop(reply.send(Err(e)))
             }
             (Op::Expire { reply, .. }, Err(e)) => drop(reply.send(Err(e))),
+            (Op::Close { reply }, _) => drop(reply.send(())),
             (op, Ok(_)) => op.answer(Err(StoreError::Corrupt("group commit mixed up".into()))),
         }
     }
@@ -170,15 +175,20 @@ pub(super) fn spawn(path: &Path) -> StoreResult<mpsc::Sender<Op>> {
     conn.set_prepared_statement_cache_capacity(64);
     // Checkpoints run beside the writer (see `checkpointer`), not inside its commits.
     conn.pragma_update(None, "wal_autocheckpoint", 0)?;
-    let (stop, long) = checkpointer(path)?;
+    let (stop, long, checkpointer_done) = checkpointer(path)?;
     let (tx, rx) = mpsc::channel::<Op>(4 * MAX_GROUP);
     // Started by the caller of `SqliteStore::open`, before the async threads lower their
     // priority (`cli::yield_to_the_sqlite_writer`): this thread is the serial part of dispatch.
     std::thread::Builder::new()
         .name("sqlite-writer".into())
         .spawn(move || {
-            writer_loop(conn, rx, &long);
+            let close = writer_loop(conn, rx, &long);
+            // The checkpointer's last checkpoint, then the answer to `Close`.
             drop(stop);
+            if let Some(Op::Close { reply }) = close {
+                let _ = checkpointer_done.recv();
+                let _ = reply.send(());
+            }
         })
         .map_err(|e| StoreError::Corrupt(format!("cannot start the SQLite writer: {e}")))?;
     Ok(tx)
@@ -201,13 +211,22 @@ const RESTART_AT: i64 = 4096;
 /// database file without blocking the writer or the readers. But the WAL starts over only when
 /// a write transaction begins with every page copied, which a writer busy with the next group
 /// rarely sees, so the writer checkpoints what little is left itself when the WAL gets long.
-fn checkpointer(path: &Path) -> StoreResult<(std::sync::mpsc::Sender<()>, Arc<AtomicBool>)> {
+/// The third value disconnects once the thread ended and closed its connection.
+#[allow(clippy::type_complexity)]
+fn checkpointer(
+    path: &Path,
+) -> StoreResult<(
+    std::sync::mpsc::Sender<()>,
+    Arc<AtomicBool>,
+    std::sync::mpsc::Receiver<()>,
+)> {
     let conn = Connection::open(path)?;
     conn.busy_timeout(Duration::from_secs(10))?;
     conn.pragma_update(None, "wal_autocheckpoint", 0)?;
     let (stop, stopped) = std::sync::mpsc::channel::<()>();
     let long = Arc::new(AtomicBool::new(false));
     let flag = long.clone();
+    let (done, ended) = std::sync::mpsc::channel::<()>();
     std::thread::Builder::new()
         .name("sqlite-checkpoint".into())
         .spawn(move || {
@@ -224,9 +243,11 @@ fn checkpointer(path: &Path) -> StoreResult<(std::sync::mpsc::Sender<()>, Arc<At
                     break;
                 }
             }
+            drop(conn);
+            drop(done);
         })
         .map_err(|e| StoreError::Corrupt(format!("cannot start the SQLite checkpointer: {e}")))?;
-    Ok((stop, long))
+    Ok((stop, long, ended))
 }
 
 /// A passive checkpoint; returns the WAL's length in frames.
@@ -234,17 +255,30 @@ fn checkpoint(conn: &Connection) -> rusqlite::Result<i64> {
     conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get(1))
 }
 
-fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<Op>, long: &AtomicBool) {
+/// Runs groups until every sender is gone or a `Close` arrives (returned, unanswered).
+fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<Op>, long: &AtomicBool) -> Option<Op> {
     let mut batch = Vec::with_capacity(MAX_GROUP);
     while let Some(op) = rx.blocking_recv() {
-        batch.push(op);
-        while batch.len() < MAX_GROUP {
+        let mut close = None;
+        match op {
+            Op::Close { .. } => close = Some(op),
+            op => batch.push(op),
+        }
+        while close.is_none() && batch.len() < MAX_GROUP {
             match rx.try_recv() {
+                Ok(op @ Op::Close { .. }) => close = Some(op),
                 Ok(op) => batch.push(op),
                 Err(_) => break,
             }
         }
-        run_group(&mut conn, &mut batch);
+        if !batch.is_empty() {
+            run_group(&mut conn, &mut batch);
+        }
+        if close.is_some() {
+            // Ops sent after the close get no answer: their senders see the store closed.
+            rx.close();
+            return close;
+        }
         if long.swap(false, Ordering::Relaxed) {
             // The checkpointer copied most pages; this copies the rest, so the next
             // transaction begins with all of them copied and the WAL starts over.
@@ -253,6 +287,7 @@ fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<Op>, long: &AtomicBo
             }
         }
     }
+    None
 }
 
 /// Runs the ops in one transaction; if that fails, runs each alone so only a failing op fails.

@@ -122,9 +122,15 @@ impl SqliteStore {
         })
     }
 
-    /// Closes both pools, checkpointing the WAL.
+    /// Closes every connection, the pools' last, which checkpoints the WAL and removes it.
+    /// Grouped writes after this fail as on a closed pool.
     pub async fn close(&self) {
         self.reader.close().await;
+        let (reply, closed) = tokio::sync::oneshot::channel();
+        if self.group.send(group::Op::Close { reply }).await.is_ok() {
+            let _ = closed.await;
+        }
+        self.quick.close();
         self.writer.close().await;
     }
 }

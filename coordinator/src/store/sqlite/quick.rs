@@ -83,6 +83,11 @@ impl QuickReads {
         Ok(conn)
     }
 
+    /// Closes the idle connections (at the store's close; a read after it opens a new one).
+    pub fn close(&self) {
+        self.idle.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+
     /// Runs `f` with an idle connection, or a new one if none is idle.
     fn with<T>(&self, f: impl FnOnce(&Connection) -> StoreResult<T>) -> StoreResult<T> {
         let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
