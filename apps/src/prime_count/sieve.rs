@@ -161,7 +161,9 @@ impl Sieve {
         let split = primes.partition_point(|&p| (p as usize) < SEG);
 
         // Small primes grouped by residue, so each group runs one specialised loop.
-        let mut small: [Vec<Small>; 8] = Default::default();
+        // Primes spread evenly over the 8 residues: sized once, not grown push by push.
+        let per_residue = split / 8 + split / 32 + 8;
+        let mut small: [Vec<Small>; 8] = std::array::from_fn(|_| Vec::with_capacity(per_residue));
         for &p in &primes[..split] {
             let (n, wheel) = first_multiple(u64::from(p), lo);
             small[usize::from(INDEX[p as usize % 30])].push(Small {

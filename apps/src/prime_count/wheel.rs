@@ -60,9 +60,26 @@ pub fn range_mask(byte_base: u64, lo: u64, hi: u64) -> u8 {
 pub fn first_multiple(p: u64, lo: u64) -> (u64, usize) {
     let m = p.max(lo.div_ceil(p));
     let r = m % 30;
-    let wheel = WHEEL.iter().position(|&w| w >= r).unwrap_or(0);
+    // A table, not a search: this runs once per base prime per piece, the setup of every
+    // piece, and a search's mispredicted branches were a good part of it.
+    let wheel = usize::from(NEXT[r as usize]);
     (p * (m - r + WHEEL[wheel]), wheel)
 }
+
+/// For each residue `r` mod 30, the first wheel position `k` with `WHEEL[k] >= r`.
+const NEXT: [u8; 30] = {
+    let mut next = [0u8; 30];
+    let mut r = 0;
+    while r < 30 {
+        let mut k = 0;
+        while WHEEL[k] < r as u64 {
+            k += 1;
+        }
+        next[r] = k as u8;
+        r += 1;
+    }
+    next
+};
 
 /// One period of the pattern of `primes`: bit `k` of byte `i` is set when `30 i + WHEEL[k]`
 /// has none of them as a factor.
