@@ -235,19 +235,40 @@ async fn heartbeat_abort_cancels_the_running_unit() {
         f.accepted.iter().any(|r| r.task_id == short.task_id)
     })
     .await;
+    // The short unit ran beside the long one (one lane per core) and was reported; the long
+    // one, aborted by the coordinator's answer to a heartbeat, never is.
+    wait_for(&fake, "a heartbeat", |f| !f.heartbeats.is_empty()).await;
+    // Heartbeats go out every 50 ms while a task is held: once they stop, the long unit (a
+    // quarter of a minute of work) is no longer held, so the abort canceled it.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut seen = fake.lock().unwrap().heartbeats.len();
+    loop {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let now = fake.lock().unwrap().heartbeats.len();
+        if now == seen {
+            break;
+        }
+        seen = now;
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "heartbeats went on: the aborted unit is still held"
+        );
+    }
     {
         let f = fake.lock().unwrap();
         assert!(f.accepted.iter().all(|r| r.task_id != long.task_id));
         let first = &f.heartbeats[0];
-        assert_eq!(first.tasks[0].task_id, long.task_id, "current task first");
-        assert!(
-            first
-                .tasks
-                .iter()
-                .any(|t| t.task_id == short.task_id && t.progress == 0.0)
+        assert_eq!(
+            first.tasks[0].task_id, long.task_id,
+            "oldest current task first"
         );
     }
     stop(tx, handle).await;
+    let f = fake.lock().unwrap();
+    assert!(
+        f.accepted.iter().all(|r| r.task_id != long.task_id),
+        "the aborted unit is never reported"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -264,9 +264,18 @@ impl Worker {
 
     /// SIGSTOPs the worker: a hung machine, silent but with its connections still open.
     pub fn freeze(&self) {
+        self.signal("-STOP");
+    }
+
+    /// SIGCONTs a frozen worker.
+    pub fn thaw(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, which: &str) {
         if let Some(c) = &self.child {
             let _ = Command::new("kill")
-                .args(["-STOP", &c.id().to_string()])
+                .args([which, &c.id().to_string()])
                 .status();
         }
     }

@@ -160,12 +160,35 @@ async fn a_frozen_worker_s_tasks_time_out_and_the_job_ends_correct() {
         .await;
     let _w = [c.worker("a", 1), c.worker("b", 1)];
     api.wait_done(job.id, 3, LONG).await;
-    doomed.freeze();
+    // Frozen while it holds a lease: one between two leases (its results just reported) would
+    // leave nothing to time out, so such a freeze is undone and tried again.
+    let pool = db(&c).await;
+    let deadline = std::time::Instant::now() + LONG;
+    loop {
+        doomed.freeze();
+        // The freeze stops its reports and leases; a moment for those in flight to land.
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let held: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM tasks t JOIN workers w ON w.id = t.worker_id \
+             WHERE w.name = 'doomed' AND t.state = 'leased'",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        if held > 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the doomed worker never held a lease"
+        );
+        doomed.thaw();
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     let done = api.wait(job.id, LONG).await;
     assert_eq!(done.state, JobState::Completed, "{done:?}");
     assert_eq!(api.result_json(job.id).await, json!({"count": 16_252_325}));
     // The frozen worker's leases were timed out and replaced.
-    let pool = db(&c).await;
     let timed_out: i64 = sqlx::query_scalar(
         "SELECT COUNT(*) FROM tasks t JOIN workers w ON w.id = t.worker_id \
          WHERE w.name = 'doomed' AND t.state = 'timed_out'",

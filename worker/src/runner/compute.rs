@@ -1,10 +1,13 @@
 //! The compute thread: the only place CPU work happens, off the async runtime.
 //!
-//! One dedicated OS thread owns a rayon pool of the allowed size and computes one unit at a time
-//! inside it. The dispatcher hands it units over a channel; when a unit ends, the pool thread
-//! that ran it settles it (outbox, report queue) and goes straight on to the next buffered
-//! built-in unit, so short units leave the cores idle neither for a round trip through the async
-//! runtime nor for a wake-up of another thread each (measured in BENCHMARKS.md, W2).
+//! One dedicated OS thread owns a rayon pool of the allowed size and computes units inside it.
+//! The dispatcher hands it a unit over a channel; the pool then runs one lane per thread, each
+//! computing a buffered built-in unit, settling it (outbox, report queue) and going straight on
+//! to the next. Short units side by side keep every thread busy: one unit at a time split across
+//! the threads left them waiting for each other at the end of every unit. A unit alone still
+//! uses every thread: an idle lane's thread steals the pieces of the units still running. Short
+//! units also leave the cores idle neither for a round trip through the async runtime nor for a
+//! wake-up of another thread each (measured in BENCHMARKS.md, W2).
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -52,11 +55,9 @@ pub(crate) struct Outcome {
     pub(crate) elapsed: Duration,
 }
 
-/// Tells the dispatcher a unit was settled, and whether the thread went on with another.
+/// Tells the dispatcher the compute thread is idle again: every lane ended.
 #[derive(Debug)]
-pub(crate) struct Settled {
-    pub(crate) next_started: bool,
-}
+pub(crate) struct Settled;
 
 /// Handle on the compute thread; dropping it ends the thread after its current units. The
 /// thread is never joined: a unit that ignores cancellation must not hold up shutdown.
@@ -77,40 +78,50 @@ pub(crate) fn spawn(
         })
         .build()
         .map_err(std::io::Error::other)?;
+    let lanes = pool.current_num_threads();
+    shared.tasks.set_slots(lanes);
     let (jobs, rx) = mpsc::channel::<Job>();
     std::thread::Builder::new()
         .name("compute".into())
         .spawn(move || {
             while let Ok(job) = rx.recv() {
-                // Built-in units run back to back inside the pool: the thread that ends one
-                // settles it and starts the next, so the pool never waits for this thread to
-                // wake, and the dispatcher hears only when the run ends (or shutdown began).
-                let gone = pool.install(|| {
-                    let mut job = job;
-                    loop {
-                        let outcome = compute(&pool, job);
-                        let due = store(&shared, outcome).is_some_and(|r| shared.held.push(r));
-                        let next = next_builtin(&shared);
-                        let next_started = next.is_some();
-                        let ends = !next_started || shared.stop.is_stopped();
-                        if ends || due {
-                            shared.held.release();
+                // The units run inside the pool: the thread that ends one settles it and starts
+                // the next, so the pool never waits for this thread to wake, and the dispatcher
+                // hears only when the last lane ended.
+                pool.install(|| {
+                    rayon::scope(|s| {
+                        for _ in 1..lanes {
+                            s.spawn(|_| {
+                                if let Some(job) = next_builtin(&shared) {
+                                    lane(&pool, &shared, job);
+                                }
+                            });
                         }
-                        if ends && settled.send(Settled { next_started }).is_err() {
-                            return true;
-                        }
-                        match next {
-                            Some(next) => job = next,
-                            None => return false,
-                        }
-                    }
+                        lane(&pool, &shared, job);
+                    })
                 });
-                if gone {
+                shared.held.release();
+                if settled.send(Settled).is_err() {
                     return;
                 }
             }
         })?;
     Ok(ComputeThread { jobs })
+}
+
+/// Computes `job`, then buffered built-in units one after another until none is left (or
+/// shutdown began).
+fn lane(pool: &ThreadPool, shared: &Shared, mut job: Job) {
+    loop {
+        let outcome = compute(pool, job);
+        if store(shared, outcome).is_some_and(|r| shared.held.push(r)) {
+            shared.held.release();
+        }
+        match next_builtin(shared) {
+            Some(next) => job = next,
+            None => return,
+        }
+    }
 }
 
 /// The next buffered unit, when it needs nothing from the network (a built-in app): the

@@ -46,7 +46,8 @@ impl Control {
 
 /// The status as the page and `status.json` show it.
 pub(crate) fn snapshot(shared: &Shared, outbox: &Outbox) -> Status {
-    let current = shared.tasks.current();
+    // The oldest of the units being computed (several run side by side when they are short).
+    let current = shared.tasks.current().into_iter().next();
     let pause = shared.control.reason();
     let state = if shared.stop.is_stopped() {
         "stopped"

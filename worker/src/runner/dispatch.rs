@@ -52,7 +52,7 @@ pub(crate) async fn dispatch_loop(
         if busy {
             tokio::select! {
                 done = settled.recv() => match done {
-                    Some(done) => busy = done.next_started,
+                    Some(Settled) => busy = false,
                     None => return Err(DispatchError::ComputeThreadGone),
                 },
                 _ = stop.wait() => {
@@ -110,37 +110,31 @@ async fn start(
     Ok(true)
 }
 
-/// Shutdown: the runner asked the running unit to checkpoint and stop; give it a moment, then
-/// cancel it, and abandon it if even that is not noticed.
+/// Shutdown: the runner asked the running units to checkpoint and stop (and the lanes start no
+/// more); give them a moment, then cancel them, and abandon those that do not even notice that.
 async fn wind_down(shared: &Shared, settled: &mut UnboundedReceiver<Settled>) {
-    loop {
-        let running = shared.tasks.current();
-        let done = match tokio::time::timeout(CANCEL_GRACE, settled.recv()).await {
-            Ok(done) => done,
-            Err(_) => {
-                if let Some(c) = &running {
-                    c.ctx.cancel();
-                }
-                tokio::time::timeout(CANCEL_GRACE, settled.recv())
-                    .await
-                    .ok()
-                    .flatten()
-            }
-        };
-        match done {
-            // A unit started just as shutdown began is wound down the same way.
-            Some(done) if done.next_started => continue,
-            Some(_) => return,
-            None => {
-                if let Some(c) = running {
-                    let task_id = c.task.task_id;
-                    tracing::warn!(task = %task_id, "unit did not stop in time; abandoning it");
-                    shared.set_unfinished(task_id);
-                    shared.tasks.finish(task_id);
-                }
-                return;
-            }
-        }
+    if tokio::time::timeout(CANCEL_GRACE, settled.recv())
+        .await
+        .is_ok()
+    {
+        return;
+    }
+    for c in shared.tasks.current() {
+        c.ctx.cancel();
+    }
+    if tokio::time::timeout(CANCEL_GRACE, settled.recv())
+        .await
+        .ok()
+        .flatten()
+        .is_some()
+    {
+        return;
+    }
+    for c in shared.tasks.current() {
+        let task_id = c.task.task_id;
+        tracing::warn!(task = %task_id, "unit did not stop in time; abandoning it");
+        shared.set_unfinished(task_id);
+        shared.tasks.finish(task_id);
     }
 }
 
@@ -166,7 +160,7 @@ pub(crate) fn prepare(
     }
     let wind_down = shared
         .tasks
-        .current()
+        .current_of(task_id)
         .map(|c| c.wind_down)
         .unwrap_or_default();
     Job {

@@ -1,8 +1,9 @@
-//! The leased tasks this worker holds: the one being computed and the buffer waiting behind it.
+//! The leased tasks this worker holds: the units being computed (up to one per core) and the
+//! buffer waiting behind them.
 //!
-//! Shared by the lease loop (fills the buffer), the dispatcher (takes the next task), and the
-//! heartbeat loop (reads progress, applies aborts). One short-held mutex guards it all, so a
-//! task is always either buffered or current, never lost between the two.
+//! Shared by the lease loop (fills the buffer), the dispatcher and the compute lanes (take the
+//! next task), and the heartbeat loop (reads progress, applies aborts). One short-held mutex
+//! guards it all, so a task is always either buffered or current, never lost between the two.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -27,7 +28,10 @@ pub(crate) struct Tasks {
 #[derive(Debug, Default)]
 struct Inner {
     queue: VecDeque<TaskAssignment>,
-    current: Option<Current>,
+    /// The units being computed, oldest first.
+    current: Vec<Current>,
+    /// Most units computed at once (see `compute`); 0 means 1.
+    slots: usize,
     /// Whether computing is paused now; applies to the current unit and the next ones.
     paused: bool,
     /// Moving average of how long a unit took, in seconds (`None` before the first).
@@ -55,7 +59,7 @@ pub(crate) struct Current {
 
 impl Inner {
     fn holds(&self, id: Uuid) -> bool {
-        self.current.as_ref().is_some_and(|c| c.task.task_id == id)
+        self.current.iter().any(|c| c.task.task_id == id)
             || self.queue.iter().any(|t| t.task_id == id)
     }
 
@@ -84,7 +88,7 @@ impl Tasks {
     pub(crate) fn wanted(&self, prefetch: usize, now: Millis) -> usize {
         let mut inner = self.lock();
         inner.drop_expired(now);
-        let held = inner.queue.len() + usize::from(inner.current.is_some());
+        let held = inner.queue.len() + inner.current.len();
         let by_time = inner.unit_secs.map_or(0, |secs| {
             (BUFFER_TIME_SECS / secs.max(1e-6)).ceil() as usize
         });
@@ -107,7 +111,7 @@ impl Tasks {
     /// Whether no task is buffered or being computed.
     pub(crate) fn is_idle(&self) -> bool {
         let inner = self.lock();
-        inner.queue.is_empty() && inner.current.is_none()
+        inner.queue.is_empty() && inner.current.is_empty()
     }
 
     /// Notes how long a unit took, for sizing the buffer.
@@ -145,8 +149,7 @@ impl Tasks {
     }
 
     /// Takes the next live task and makes it current, with a fresh context to compute it in
-    /// (paused if computing is paused). `None` when the buffer is empty or a task is already
-    /// current.
+    /// (paused if computing is paused). `None` when the buffer is empty or every slot is taken.
     pub(crate) fn start_next(&self, now: Millis) -> Option<(TaskAssignment, ComputeCtx)> {
         self.start_next_if(now, |_| true)
     }
@@ -158,7 +161,7 @@ impl Tasks {
         ok: impl FnOnce(&TaskAssignment) -> bool,
     ) -> Option<(TaskAssignment, ComputeCtx)> {
         let mut inner = self.lock();
-        if inner.current.is_some() {
+        if inner.current.len() >= inner.slots.max(1) {
             return None;
         }
         inner.drop_expired(now);
@@ -168,7 +171,7 @@ impl Tasks {
         let task = inner.queue.pop_front()?;
         let ctx = ComputeCtx::new();
         ctx.set_paused(inner.paused);
-        inner.current = Some(Current {
+        inner.current.push(Current {
             task: task.clone(),
             ctx: ctx.clone(),
             wind_down: Default::default(),
@@ -179,15 +182,30 @@ impl Tasks {
         Some((task, ctx))
     }
 
-    /// The current unit, if any.
-    pub(crate) fn current(&self) -> Option<Current> {
+    /// Lets up to `slots` units be computed at once.
+    pub(crate) fn set_slots(&self, slots: usize) {
+        self.lock().slots = slots;
+    }
+
+    /// The units being computed, oldest first.
+    pub(crate) fn current(&self) -> Vec<Current> {
         self.lock().current.clone()
     }
 
-    /// Notes that the current unit resumed from a checkpoint at `progress`.
+    /// The current unit of `task_id`, if it is current.
+    pub(crate) fn current_of(&self, task_id: Uuid) -> Option<Current> {
+        let inner = self.lock();
+        inner
+            .current
+            .iter()
+            .find(|c| c.task.task_id == task_id)
+            .cloned()
+    }
+
+    /// Notes that the current unit `task_id` resumed from a checkpoint at `progress`.
     pub(crate) fn set_resumed(&self, task_id: Uuid, progress: f64) {
         let mut inner = self.lock();
-        if let Some(c) = inner.current.as_mut().filter(|c| c.task.task_id == task_id) {
+        if let Some(c) = inner.current.iter_mut().find(|c| c.task.task_id == task_id) {
             c.resumed_from = Some(progress);
         }
     }
@@ -196,7 +214,7 @@ impl Tasks {
     pub(crate) fn set_paused(&self, paused: bool) {
         let mut inner = self.lock();
         inner.paused = paused;
-        if let Some(c) = &inner.current {
+        for c in &inner.current {
             c.ctx.set_paused(paused);
         }
         drop(inner);
@@ -223,26 +241,20 @@ impl Tasks {
         }
     }
 
-    /// Buffered tasks (not the current one).
+    /// Buffered tasks (not the current ones).
     pub(crate) fn buffered(&self) -> Vec<TaskAssignment> {
         self.lock().queue.iter().cloned().collect()
     }
 
-    /// The current task is done (finished, failed or canceled).
+    /// A current task is done (finished, failed or canceled).
     pub(crate) fn finish(&self, task_id: Uuid) {
         let mut inner = self.lock();
-        if inner
-            .current
-            .as_ref()
-            .is_some_and(|c| c.task.task_id == task_id)
-        {
-            inner.current = None;
-        }
+        inner.current.retain(|c| c.task.task_id != task_id);
         drop(inner);
         self.space.notify_one();
     }
 
-    /// Progress of every held task: the current one's fraction, 0 for buffered ones.
+    /// Progress of every held task: the current ones' fractions, 0 for buffered ones.
     pub(crate) fn progress(&self) -> Vec<TaskProgress> {
         let inner = self.lock();
         let current = inner.current.iter().map(|c| TaskProgress {
@@ -256,13 +268,15 @@ impl Tasks {
         current.chain(buffered).collect()
     }
 
-    /// Stops the given tasks: cancels the current one if listed, drops listed buffered ones.
+    /// Stops the given tasks: cancels the current ones listed, drops listed buffered ones.
     /// Returns how many held tasks were affected.
     pub(crate) fn abort(&self, ids: &[Uuid]) -> usize {
         let mut inner = self.lock();
         let mut hit = 0;
-        if let Some(c) = &inner.current
-            && ids.contains(&c.task.task_id)
+        for c in inner
+            .current
+            .iter()
+            .filter(|c| ids.contains(&c.task.task_id))
         {
             c.ctx.cancel();
             hit += 1;
@@ -277,24 +291,24 @@ impl Tasks {
         hit
     }
 
-    /// Drops every buffered task and cancels the current one (new identity).
+    /// Drops every buffered task and cancels the current ones (new identity).
     pub(crate) fn clear(&self) {
         let mut inner = self.lock();
         inner.queue.clear();
-        if let Some(c) = &inner.current {
+        for c in &inner.current {
             c.ctx.cancel();
         }
         drop(inner);
         self.space.notify_one();
     }
 
-    /// Shutdown: empties the buffer (returning what was in it) and asks the current unit to
+    /// Shutdown: empties the buffer (returning what was in it) and asks the current units to
     /// save a checkpoint and stop; a paused unit cannot reach its next checkpoint, so it stops
     /// at once and keeps its last one.
     pub(crate) fn wind_down(&self) -> Vec<TaskAssignment> {
         let mut inner = self.lock();
         let buffered = inner.queue.drain(..).collect();
-        if let Some(c) = &inner.current {
+        for c in &inner.current {
             if inner.paused {
                 c.ctx.cancel();
             } else {
@@ -345,6 +359,41 @@ mod tests {
         assert_eq!(progress[1].task_id, b.task_id);
         tasks.finish(a.task_id);
         assert_eq!(tasks.start_next(0).unwrap().0.task_id, b.task_id);
+    }
+
+    #[test]
+    fn each_slot_computes_a_unit_of_its_own() {
+        let tasks = Tasks::default();
+        tasks.set_slots(2);
+        let (a, b, c) = (task(100), task(100), task(100));
+        tasks.add(vec![a.clone(), b.clone(), c.clone()]);
+        let (_, ctx_a) = tasks.start_next(0).unwrap();
+        let (_, ctx_b) = tasks.start_next(0).unwrap();
+        assert!(tasks.start_next(0).is_none(), "one unit per slot");
+        let running: Vec<Uuid> = tasks.current().iter().map(|c| c.task.task_id).collect();
+        assert_eq!(running, vec![a.task_id, b.task_id]);
+        assert_eq!(
+            tasks.progress().len(),
+            3,
+            "both current units and the buffered one"
+        );
+        // A pause, an abort and a shutdown reach every current unit, each its own.
+        tasks.set_paused(true);
+        assert!(ctx_a.is_paused() && ctx_b.is_paused());
+        tasks.set_paused(false);
+        assert_eq!(tasks.abort(&[b.task_id]), 1);
+        assert!(ctx_b.is_canceled() && !ctx_a.is_canceled());
+        tasks.finish(b.task_id);
+        assert_eq!(tasks.start_next(0).unwrap().0.task_id, c.task_id);
+        assert_eq!(tasks.wind_down(), Vec::new());
+        assert!(
+            tasks
+                .current()
+                .iter()
+                .all(|c| c.wind_down.load(Ordering::Relaxed)),
+            "every current unit is asked to checkpoint and stop"
+        );
+        assert!(tasks.current_of(a.task_id).is_some() && tasks.current_of(b.task_id).is_none());
     }
 
     #[test]
