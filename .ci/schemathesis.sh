@@ -10,7 +10,8 @@ cd "$(dirname "$0")/.."
 VERSION=4.32.5
 VENV="${SCHEMATHESIS_VENV:-target/schemathesis-venv}"
 if ! "$VENV/bin/schemathesis" --version 2>/dev/null | grep -q "$VERSION"; then
-    python3 -m venv "$VENV"
+    # --clear: a venv moved with its directory keeps dead paths in its scripts.
+    python3 -m venv --clear "$VENV"
     "$VENV/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$VERSION"
 fi
 
