@@ -1,5 +1,6 @@
-//! Group commit for the hot writes: leases, reports and the transitioner's verdicts that arrive
-//! while the writer is busy share one transaction. SQLite has one writer; taking it, beginning
+//! Group commit for the hot writes: leases, reports, the transitioner's verdicts (and new jobs
+//! and lease expiry, which share their statements) that arrive while the writer is busy share
+//! one transaction. SQLite has one writer; taking it, beginning
 //! and committing once per call made the single connection, not the work, the limit of dispatch
 //! (issue 8, W1 profile), and a verdict transaction of its own made the calls queued behind it
 //! wait for a second hand-over of the connection (the open-loop latency tail). Each op still
@@ -137,6 +138,7 @@ impl Op {
                 Ok(Done::Applied)
             }
             Op::Expire { now, .. } => Ok(Done::Expired(super::writes::expire(conn, *now)?)),
+            // Never run: the writer loop ends at it.
             Op::Close { .. } => Ok(Done::Applied),
         }
     }
@@ -163,7 +165,7 @@ impl Op {
 }
 
 /// Opens the writer's connection (the schema is already migrated) and starts the thread that
-/// runs queued ops in groups; the thread ends when every sender is gone.
+/// runs queued ops in groups; the thread ends when every sender is gone or at `Op::Close`.
 pub(super) fn spawn(path: &Path) -> StoreResult<mpsc::Sender<Op>> {
     let conn = Connection::open(path)?;
     // As the pool's connections: WAL + NORMAL survives a process crash; a rare write through the
@@ -175,18 +177,17 @@ pub(super) fn spawn(path: &Path) -> StoreResult<mpsc::Sender<Op>> {
     conn.set_prepared_statement_cache_capacity(64);
     // Checkpoints run beside the writer (see `checkpointer`), not inside its commits.
     conn.pragma_update(None, "wal_autocheckpoint", 0)?;
-    let (stop, long, checkpointer_done) = checkpointer(path)?;
+    let checkpointer = Checkpointer::start(path)?;
     let (tx, rx) = mpsc::channel::<Op>(4 * MAX_GROUP);
     // Started by the caller of `SqliteStore::open`, before the async threads lower their
     // priority (`cli::yield_to_the_sqlite_writer`): this thread is the serial part of dispatch.
     std::thread::Builder::new()
         .name("sqlite-writer".into())
         .spawn(move || {
-            let close = writer_loop(conn, rx, &long);
+            let close = writer_loop(conn, rx, &checkpointer.long);
             // The checkpointer's last checkpoint, then the answer to `Close`.
-            drop(stop);
+            checkpointer.stop();
             if let Some(Op::Close { reply }) = close {
-                let _ = checkpointer_done.recv();
                 let _ = reply.send(());
             }
         })
@@ -201,9 +202,7 @@ const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
 /// over: about 16 MB.
 const RESTART_AT: i64 = 4096;
 
-/// Starts the thread that checkpoints the WAL; it ends, after a last checkpoint, when the
-/// returned sender is dropped. The flag asks the writer to finish a checkpoint (see
-/// [`writer_loop`]).
+/// The thread that checkpoints the WAL.
 ///
 /// SQLite checkpoints inside the commit that crosses 1,000 WAL pages: that commit, and every
 /// lease and report waiting behind it, took milliseconds longer (the open-loop lease tail,
@@ -211,43 +210,55 @@ const RESTART_AT: i64 = 4096;
 /// database file without blocking the writer or the readers. But the WAL starts over only when
 /// a write transaction begins with every page copied, which a writer busy with the next group
 /// rarely sees, so the writer checkpoints what little is left itself when the WAL gets long.
-/// The third value disconnects once the thread ended and closed its connection.
-#[allow(clippy::type_complexity)]
-fn checkpointer(
-    path: &Path,
-) -> StoreResult<(
-    std::sync::mpsc::Sender<()>,
-    Arc<AtomicBool>,
-    std::sync::mpsc::Receiver<()>,
-)> {
-    let conn = Connection::open(path)?;
-    conn.busy_timeout(Duration::from_secs(10))?;
-    conn.pragma_update(None, "wal_autocheckpoint", 0)?;
-    let (stop, stopped) = std::sync::mpsc::channel::<()>();
-    let long = Arc::new(AtomicBool::new(false));
-    let flag = long.clone();
-    let (done, ended) = std::sync::mpsc::channel::<()>();
-    std::thread::Builder::new()
-        .name("sqlite-checkpoint".into())
-        .spawn(move || {
-            loop {
-                let last = matches!(
-                    stopped.recv_timeout(CHECKPOINT_EVERY),
-                    Err(std::sync::mpsc::RecvTimeoutError::Disconnected)
-                );
-                match checkpoint(&conn) {
-                    Ok(frames) => flag.store(frames >= RESTART_AT, Ordering::Relaxed),
-                    Err(e) => tracing::warn!(error = %e, "WAL checkpoint failed"),
+struct Checkpointer {
+    /// Dropped to stop the thread (after a last checkpoint).
+    stop: std::sync::mpsc::Sender<()>,
+    /// Disconnects once the thread ended and closed its connection.
+    ended: std::sync::mpsc::Receiver<()>,
+    /// Set when the WAL is long: asks the writer to finish a checkpoint (see [`writer_loop`]).
+    long: Arc<AtomicBool>,
+}
+
+impl Checkpointer {
+    /// Opens its connection and starts the thread.
+    fn start(path: &Path) -> StoreResult<Checkpointer> {
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(Duration::from_secs(10))?;
+        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let long = Arc::new(AtomicBool::new(false));
+        let flag = long.clone();
+        let (done, ended) = std::sync::mpsc::channel::<()>();
+        std::thread::Builder::new()
+            .name("sqlite-checkpoint".into())
+            .spawn(move || {
+                loop {
+                    let last = matches!(
+                        stopped.recv_timeout(CHECKPOINT_EVERY),
+                        Err(std::sync::mpsc::RecvTimeoutError::Disconnected)
+                    );
+                    match checkpoint(&conn) {
+                        Ok(frames) => flag.store(frames >= RESTART_AT, Ordering::Relaxed),
+                        Err(e) => tracing::warn!(error = %e, "WAL checkpoint failed"),
+                    }
+                    if last {
+                        break;
+                    }
                 }
-                if last {
-                    break;
-                }
-            }
-            drop(conn);
-            drop(done);
-        })
-        .map_err(|e| StoreError::Corrupt(format!("cannot start the SQLite checkpointer: {e}")))?;
-    Ok((stop, long, ended))
+                drop(conn);
+                drop(done);
+            })
+            .map_err(|e| {
+                StoreError::Corrupt(format!("cannot start the SQLite checkpointer: {e}"))
+            })?;
+        Ok(Checkpointer { stop, ended, long })
+    }
+
+    /// Stops the thread and waits until its last checkpoint is done and its connection closed.
+    fn stop(self) {
+        drop(self.stop);
+        let _ = self.ended.recv();
+    }
 }
 
 /// A passive checkpoint; returns the WAL's length in frames.
