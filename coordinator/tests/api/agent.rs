@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use sparecycles_protocol::JobState;
 
-use crate::helpers::{Coordinator, db, spec};
+use crate::helpers::{Coordinator, db, spec, tasks_of};
 
 const LONG: Duration = Duration::from_secs(300);
 
@@ -410,13 +410,7 @@ async fn sigterm_hands_unstarted_leases_back_at_once() {
         agent.log(0)
     );
     let pool = db(&c).await;
-    let leased: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM tasks t JOIN workers w ON w.id = t.worker_id \
-         WHERE w.name = 'leaver' AND t.state = 'leased'",
-    )
-    .fetch_one(&pool)
-    .await
-    .unwrap();
+    let leased = tasks_of(&pool, "leaver", "leased").await;
     // At most the interrupted unit stays leased (kept with its checkpoint for the next run).
     assert!(leased <= 1, "{leased} tasks still leased");
     let unsent: i64 =

@@ -609,6 +609,19 @@ pub fn naive_prime_count(start: u64, end: u64) -> u64 {
 
 /// Access to the coordinator's database (SQLite file or PostgreSQL), for checks the API does
 /// not expose. Queries must run on both: `$1` placeholders, and integers, text and floats only.
+/// How many tasks of the worker named `worker` are in `state`.
+pub async fn tasks_of(pool: &sqlx::AnyPool, worker: &str, state: &str) -> i64 {
+    sqlx::query_scalar(
+        "SELECT COUNT(*) FROM tasks t JOIN workers w ON w.id = t.worker_id \
+         WHERE w.name = $1 AND t.state = $2",
+    )
+    .bind(worker)
+    .bind(state)
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
 pub async fn db(c: &Coordinator) -> sqlx::AnyPool {
     open_db(c, "ro").await
 }

@@ -21,7 +21,7 @@ use serde_json::json;
 use sparecycles_protocol::JobState;
 use sqlx::Row;
 
-use helpers::{Coordinator, db, naive_prime_count, spec};
+use helpers::{Coordinator, db, naive_prime_count, spec, tasks_of};
 
 const LONG: Duration = Duration::from_secs(300);
 
@@ -168,14 +168,7 @@ async fn a_frozen_worker_s_tasks_time_out_and_the_job_ends_correct() {
         doomed.freeze();
         // The freeze stops its reports and leases; a moment for those in flight to land.
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        let held: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM tasks t JOIN workers w ON w.id = t.worker_id \
-             WHERE w.name = 'doomed' AND t.state = 'leased'",
-        )
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-        if held > 0 {
+        if tasks_of(&pool, "doomed", "leased").await > 0 {
             break;
         }
         assert!(
@@ -189,13 +182,7 @@ async fn a_frozen_worker_s_tasks_time_out_and_the_job_ends_correct() {
     assert_eq!(done.state, JobState::Completed, "{done:?}");
     assert_eq!(api.result_json(job.id).await, json!({"count": 16_252_325}));
     // The frozen worker's leases were timed out and replaced.
-    let timed_out: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM tasks t JOIN workers w ON w.id = t.worker_id \
-         WHERE w.name = 'doomed' AND t.state = 'timed_out'",
-    )
-    .fetch_one(&pool)
-    .await
-    .unwrap();
+    let timed_out = tasks_of(&pool, "doomed", "timed_out").await;
     assert!(
         timed_out >= 1,
         "the frozen worker held no lease when it stopped"
@@ -220,17 +207,8 @@ async fn a_killed_worker_s_unit_is_recomputed_within_seconds_with_default_limits
         .await;
     let mut doomed = c.worker("doomed", 1);
     let pool = db(&c).await;
-    let leased = || async {
-        sqlx::query_scalar::<_, i64>(
-            "SELECT COUNT(*) FROM tasks t JOIN workers w ON w.id = t.worker_id \
-             WHERE w.name = 'doomed' AND t.state = 'leased'",
-        )
-        .fetch_one(&pool)
-        .await
-        .unwrap()
-    };
     let started = std::time::Instant::now();
-    while leased().await == 0 {
+    while tasks_of(&pool, "doomed", "leased").await == 0 {
         assert!(started.elapsed() < LONG, "the worker never leased the unit");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
