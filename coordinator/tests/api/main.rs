@@ -158,26 +158,28 @@ async fn a_frozen_worker_s_tasks_time_out_and_the_job_ends_correct() {
             "unit_timeout_secs": 3
         })))
         .await;
-    let _w = [c.worker("a", 1), c.worker("b", 1)];
-    api.wait_done(job.id, 3, LONG).await;
-    // Frozen while it holds a lease: one between two leases (its results just reported) would
-    // leave nothing to time out, so such a freeze is undone and tried again.
+    // Frozen while it holds leases, before the other workers start: the job then cannot end
+    // until those leases time out. A freeze that falls just after it reported everything it
+    // held is undone and tried again.
     let pool = db(&c).await;
     let deadline = std::time::Instant::now() + LONG;
     loop {
+        while tasks_of(&pool, "doomed", "leased").await == 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the doomed worker never leased"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
         doomed.freeze();
-        // The freeze stops its reports and leases; a moment for those in flight to land.
+        // A moment for a report already on its way to land.
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         if tasks_of(&pool, "doomed", "leased").await > 0 {
             break;
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the doomed worker never held a lease"
-        );
         doomed.thaw();
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
+    let _w = [c.worker("a", 1), c.worker("b", 1)];
     let done = api.wait(job.id, LONG).await;
     assert_eq!(done.state, JobState::Completed, "{done:?}");
     assert_eq!(api.result_json(job.id).await, json!({"count": 16_252_325}));

@@ -594,26 +594,11 @@ impl Store for SqliteStore {
         from_seq: u64,
         limit: u32,
     ) -> StoreResult<Vec<(u64, Value)>> {
-        let rows = sqlx::query(
-            "SELECT u.seq, t.output FROM units u JOIN tasks t ON t.id = u.canonical_task \
-             WHERE u.job_id = ?1 AND u.seq >= ?2 ORDER BY u.seq LIMIT ?3",
-        )
-        .bind(job_id.to_string())
-        .bind(from_seq as i64)
-        .bind(limit as i64)
-        .fetch_all(&self.reader)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                let seq = r.try_get::<i64, _>("seq")? as u64;
-                let out: Option<String> = r.try_get("output")?;
-                let out =
-                    out.ok_or_else(|| StoreError::Corrupt(format!("unit {seq}: no output")))?;
-                let v = serde_json::from_str(&out)
-                    .map_err(|e| StoreError::Corrupt(format!("unit {seq}: {e}")))?;
-                Ok((seq, v))
-            })
-            .collect()
+        // A page holds thousands of rows: on the blocking pool, one hand-off for all of them.
+        let quick = self.quick.clone();
+        tokio::task::spawn_blocking(move || quick.canonical_outputs(job_id, from_seq, limit))
+            .await
+            .map_err(|e| StoreError::Corrupt(format!("canonical outputs read: {e}")))?
     }
 
     async fn complete_job(

@@ -2,9 +2,9 @@
 //! calling thread with connections of their own. Each takes tens of microseconds; through sqlx it
 //! was a hand-off to a pool thread and back, whose thread wake-ups cost more than the read
 //! (issue 8, W1 profile: the reader threads switched 60,000 times in a 50,000-unit run).
-//! The transitioner's read of changed units runs here too, on the blocking pool: through sqlx
-//! each of its thousands of rows was a hand-off of its own. The dashboard's reads stay on the
-//! pool.
+//! The transitioner's read of changed units and the assembler's read of canonical outputs run
+//! here too, on the blocking pool: through sqlx each of their thousands of rows was a hand-off
+//! of its own. The dashboard's reads stay on the pool.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -211,6 +211,37 @@ impl QuickReads {
                 if let Some(&i) = index.get(&unit) {
                     out[i].tasks.push(snapshot);
                 }
+            }
+            Ok(out)
+        })
+    }
+
+    /// Up to `limit` canonical outputs of a job's units from `from_seq` on, in order.
+    pub fn canonical_outputs(
+        &self,
+        job_id: Uuid,
+        from_seq: u64,
+        limit: u32,
+    ) -> StoreResult<Vec<(u64, serde_json::Value)>> {
+        self.with(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT u.seq, t.output FROM units u JOIN tasks t ON t.id = u.canonical_task \
+                 WHERE u.job_id = ?1 AND u.seq >= ?2 ORDER BY u.seq LIMIT ?3",
+            )?;
+            let mut rows = stmt.query(rusqlite::params![
+                job_id.to_string(),
+                from_seq as i64,
+                limit as i64
+            ])?;
+            let mut out = Vec::with_capacity(limit as usize);
+            while let Some(r) = rows.next()? {
+                let seq = r.get::<_, i64>(0)? as u64;
+                let output: Option<String> = r.get(1)?;
+                let output =
+                    output.ok_or_else(|| StoreError::Corrupt(format!("unit {seq}: no output")))?;
+                let value = serde_json::from_str(&output)
+                    .map_err(|e| StoreError::Corrupt(format!("unit {seq}: {e}")))?;
+                out.push((seq, value));
             }
             Ok(out)
         })
