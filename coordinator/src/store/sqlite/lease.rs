@@ -31,30 +31,23 @@ fn lease_from_job(
            GROUP BY t.unit_seq ORDER BY t.unit_seq LIMIT ?5) \
          RETURNING id, job_id, unit_id, unit_seq, deadline",
     )?;
-    let rows = stmt.query_map(
-        params![worker, now, deadline, job, max as i64, owner],
-        |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, i64>(3)?,
-                r.get::<_, i64>(4)?,
-            ))
-        },
-    )?;
+    let mut rows = stmt.query(params![worker, now, deadline, job, max as i64, owner])?;
     let mut leased = Vec::new();
-    for row in rows {
-        let (task, job, unit, seq, deadline) = row?;
-        leased.push(LeasedTask {
-            task_id: parse_uuid(&task, "id")?,
-            job_id: parse_uuid(&job, "job_id")?,
-            unit_id: parse_uuid(&unit, "unit_id")?,
-            unit_seq: seq as u64,
-            deadline,
-        });
+    while let Some(r) = rows.next()? {
+        leased.push(leased_at(r)?);
     }
     Ok(leased)
+}
+
+/// A task row (`id, job_id, unit_id, unit_seq, deadline`) as a leased task.
+pub(super) fn leased_at(r: &rusqlite::Row) -> StoreResult<LeasedTask> {
+    Ok(LeasedTask {
+        task_id: parse_uuid(&r.get::<_, String>(0)?, "id")?,
+        job_id: parse_uuid(&r.get::<_, String>(1)?, "job_id")?,
+        unit_id: parse_uuid(&r.get::<_, String>(2)?, "unit_id")?,
+        unit_seq: r.get::<_, i64>(3)? as u64,
+        deadline: r.get(4)?,
+    })
 }
 
 /// What the lease needs of a job that has work.

@@ -136,6 +136,18 @@ impl SqliteStore {
 }
 
 impl SqliteStore {
+    /// A read of hundreds or thousands of rows, on the blocking pool: one hand-off for all of
+    /// them (through sqlx each row was one).
+    async fn read_in_bulk<T: Send + 'static>(
+        &self,
+        read: impl FnOnce(&quick::QuickReads) -> StoreResult<T> + Send + 'static,
+    ) -> StoreResult<T> {
+        let quick = self.quick.clone();
+        tokio::task::spawn_blocking(move || read(&quick))
+            .await
+            .map_err(|e| StoreError::Corrupt(format!("bulk read: {e}")))?
+    }
+
     /// Queues a grouped write and waits for its answer.
     async fn grouped<T>(
         &self,
@@ -153,26 +165,17 @@ pub(super) fn parse_uuid(s: &str, col: &str) -> StoreResult<Uuid> {
     Uuid::parse_str(s).map_err(|e| StoreError::Corrupt(format!("{col}: {e}")))
 }
 
-pub(super) fn uuid_col(row: &SqliteRow, col: &str) -> StoreResult<Uuid> {
-    let s: String = row.try_get(col)?;
-    Uuid::parse_str(&s).map_err(|e| StoreError::Corrupt(format!("{col}: {e}")))
+/// A stored id that may be NULL, read back.
+pub(super) fn parse_opt_uuid(s: Option<String>, col: &str) -> StoreResult<Option<Uuid>> {
+    s.map(|s| parse_uuid(&s, col)).transpose()
 }
 
-/// A task row (`id, job_id, unit_id, unit_seq, deadline`) as a leased task.
-fn leased_row(r: &SqliteRow) -> StoreResult<LeasedTask> {
-    Ok(LeasedTask {
-        task_id: uuid_col(r, "id")?,
-        job_id: uuid_col(r, "job_id")?,
-        unit_id: uuid_col(r, "unit_id")?,
-        unit_seq: r.try_get::<i64, _>("unit_seq")? as u64,
-        deadline: r.try_get("deadline")?,
-    })
+pub(super) fn uuid_col(row: &SqliteRow, col: &str) -> StoreResult<Uuid> {
+    parse_uuid(&row.try_get::<String, _>(col)?, col)
 }
 
 pub(super) fn opt_uuid_col(row: &SqliteRow, col: &str) -> StoreResult<Option<Uuid>> {
-    let s: Option<String> = row.try_get(col)?;
-    s.map(|s| Uuid::parse_str(&s).map_err(|e| StoreError::Corrupt(format!("{col}: {e}"))))
-        .transpose()
+    parse_opt_uuid(row.try_get(col)?, col)
 }
 
 fn json_col(row: &SqliteRow, col: &str) -> StoreResult<Value> {
@@ -424,19 +427,7 @@ impl Store for SqliteStore {
         leased_before: Millis,
         now: Millis,
     ) -> StoreResult<Vec<LeasedTask>> {
-        let rows = sqlx::query(
-            "SELECT t.id, t.job_id, t.unit_id, t.unit_seq, t.deadline FROM tasks t \
-             JOIN units u ON u.id = t.unit_id JOIN jobs j ON j.id = t.job_id \
-             WHERE t.worker_id = ?1 AND t.state = 'leased' AND t.leased_at <= ?2 \
-               AND t.deadline > ?3 AND u.state = 'open' AND j.state IN ('queued', 'running') \
-             ORDER BY t.id",
-        )
-        .bind(worker.to_string())
-        .bind(leased_before)
-        .bind(now)
-        .fetch_all(&self.reader)
-        .await?;
-        rows.iter().map(leased_row).collect()
+        self.quick.leased_to(worker, leased_before, now)
     }
 
     async fn release(&self, worker: Uuid, tasks: &[Uuid], now: Millis) -> StoreResult<Vec<Uuid>> {
@@ -555,11 +546,7 @@ impl Store for SqliteStore {
     }
 
     async fn dirty_units(&self, limit: u32) -> StoreResult<Vec<DirtyUnit>> {
-        // A pass reads thousands of rows: on the blocking pool, one hand-off for all of them.
-        let quick = self.quick.clone();
-        tokio::task::spawn_blocking(move || quick.dirty_units(limit))
-            .await
-            .map_err(|e| StoreError::Corrupt(format!("dirty units read: {e}")))?
+        self.read_in_bulk(move |q| q.dirty_units(limit)).await
     }
 
     async fn apply_verdicts(
@@ -594,11 +581,8 @@ impl Store for SqliteStore {
         from_seq: u64,
         limit: u32,
     ) -> StoreResult<Vec<(u64, Value)>> {
-        // A page holds thousands of rows: on the blocking pool, one hand-off for all of them.
-        let quick = self.quick.clone();
-        tokio::task::spawn_blocking(move || quick.canonical_outputs(job_id, from_seq, limit))
+        self.read_in_bulk(move |q| q.canonical_outputs(job_id, from_seq, limit))
             .await
-            .map_err(|e| StoreError::Corrupt(format!("canonical outputs read: {e}")))?
     }
 
     async fn complete_job(

@@ -1,6 +1,7 @@
-//! Reads on the hot path of every call (a worker's token, a report's tasks) run inline on the
-//! calling thread with connections of their own. Each takes tens of microseconds; through sqlx it
-//! was a hand-off to a pool thread and back, whose thread wake-ups cost more than the read
+//! Reads on the hot path of every call (a worker's token, a report's tasks, the tasks a lease
+//! call says the worker holds) run inline on the calling thread with connections of their own.
+//! Each takes tens of microseconds; through sqlx it was a hand-off to a pool thread and back,
+//! whose thread wake-ups cost more than the read
 //! (issue 8, W1 profile: the reader threads switched 60,000 times in a 50,000-unit run).
 //! The transitioner's read of changed units and the assembler's read of canonical outputs run
 //! here too, on the blocking pool: through sqlx each of their thousands of rows was a hand-off
@@ -15,9 +16,10 @@ use uuid::Uuid;
 
 use std::collections::HashMap;
 
-use super::{id_list, job_state, parse_uuid};
+use super::lease::leased_at;
+use super::{id_list, job_state, parse_opt_uuid, parse_uuid};
 use crate::scheduler::validate::{TaskSnapshot, TaskState};
-use crate::store::{DirtyUnit, ReportTarget, StoreError, StoreResult, WorkerRow};
+use crate::store::{DirtyUnit, LeasedTask, ReportTarget, StoreError, StoreResult, WorkerRow};
 
 /// Idle connections kept for reuse; more are opened while more callers read at once.
 const KEEP: usize = 4;
@@ -128,6 +130,31 @@ impl QuickReads {
         })
     }
 
+    /// Tasks leased to `worker` before `leased_before` and still worth computing (the lease
+    /// call's "resend lost results", on every lease that names what the worker holds).
+    pub fn leased_to(
+        &self,
+        worker: Uuid,
+        leased_before: i64,
+        now: i64,
+    ) -> StoreResult<Vec<LeasedTask>> {
+        self.with(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT t.id, t.job_id, t.unit_id, t.unit_seq, t.deadline FROM tasks t \
+                 JOIN units u ON u.id = t.unit_id JOIN jobs j ON j.id = t.job_id \
+                 WHERE t.worker_id = ?1 AND t.state = 'leased' AND t.leased_at <= ?2 \
+                   AND t.deadline > ?3 AND u.state = 'open' AND j.state IN ('queued', 'running') \
+                 ORDER BY t.id",
+            )?;
+            let mut rows = stmt.query(rusqlite::params![worker.to_string(), leased_before, now])?;
+            let mut out = Vec::new();
+            while let Some(r) = rows.next()? {
+                out.push(leased_at(r)?);
+            }
+            Ok(out)
+        })
+    }
+
     pub fn report_targets(&self, tasks: &[Uuid]) -> StoreResult<Vec<ReportTarget>> {
         self.with(|conn| {
             let mut stmt = conn.prepare_cached(
@@ -143,7 +170,7 @@ impl QuickReads {
                     task_id: parse_uuid(&r.get::<_, String>(0)?, "id")?,
                     job_id: parse_uuid(&r.get::<_, String>(1)?, "job_id")?,
                     unit_seq: r.get::<_, i64>(2)? as u64,
-                    worker_id: worker.map(|w| parse_uuid(&w, "worker_id")).transpose()?,
+                    worker_id: parse_opt_uuid(worker, "worker_id")?,
                     task_state: r.get(4)?,
                     unit_open: r.get(5)?,
                     job_state: job_state(&r.get::<_, String>(6)?)?,
@@ -198,7 +225,7 @@ impl QuickReads {
                 let output: Option<String> = r.get(4)?;
                 let snapshot = TaskSnapshot {
                     id: parse_uuid(&r.get::<_, String>(0)?, "id")?,
-                    worker_id: worker.map(|w| parse_uuid(&w, "worker_id")).transpose()?,
+                    worker_id: parse_opt_uuid(worker, "worker_id")?,
                     state: TaskState::parse(&state)
                         .ok_or_else(|| StoreError::Corrupt(format!("task state {state}")))?,
                     output: output
