@@ -113,21 +113,21 @@ async fn start(
 /// Shutdown: the runner asked the running units to checkpoint and stop (and the lanes start no
 /// more); give them a moment, then cancel them, and abandon those that do not even notice that.
 async fn wind_down(shared: &Shared, settled: &mut UnboundedReceiver<Settled>) {
-    if tokio::time::timeout(CANCEL_GRACE, settled.recv())
-        .await
-        .is_ok()
-    {
+    // Whether the lanes ended in time; a compute thread gone ends nothing.
+    let mut ended = async || {
+        tokio::time::timeout(CANCEL_GRACE, settled.recv())
+            .await
+            .ok()
+            .flatten()
+            .is_some()
+    };
+    if ended().await {
         return;
     }
     for c in shared.tasks.current() {
         c.ctx.cancel();
     }
-    if tokio::time::timeout(CANCEL_GRACE, settled.recv())
-        .await
-        .ok()
-        .flatten()
-        .is_some()
-    {
+    if ended().await {
         return;
     }
     for c in shared.tasks.current() {
