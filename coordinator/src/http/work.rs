@@ -262,6 +262,10 @@ async fn lease(
     let settings = state.settings();
     let wait = Duration::from_millis(req.wait_ms.unwrap_or(0).min(MAX_LEASE_WAIT_MS).into());
     let give_up = tokio::time::Instant::now() + wait;
+    // A lease that had to wait answers with a task per core as soon as work appears: the
+    // worker's cores idle until the answer, and leasing a hundred tasks takes milliseconds.
+    // The worker asks for the rest at once, while it computes.
+    let mut max = wanted;
     loop {
         // Registered before looking, so work announced while the lease runs is not missed.
         let signal = state.work_signal();
@@ -271,7 +275,7 @@ async fn lease(
             worker: worker.id,
             owner: worker.owner.as_deref(),
             apps: &apps,
-            max: wanted,
+            max,
             trusted: settings.trust.is_trusted(worker.streak, worker.banned),
             spot_check: settings.trust.spot_check,
             batch_units: settings.batch_units,
@@ -292,6 +296,7 @@ async fn lease(
             _ = signal => {}
             _ = tokio::time::sleep(left.min(LEASE_RECHECK)) => {}
         }
+        max = wanted.min(worker.cores.max(1));
     }
 }
 

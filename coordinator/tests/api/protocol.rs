@@ -247,9 +247,9 @@ async fn tasks_a_worker_never_received_are_resent() {
     assert_eq!(leased_twice, 0, "a unit got a second task");
 }
 
-/// A lease may wait for work (a long poll): one asked before any job exists gets the job's
-/// tasks once it is submitted, and a clean shutdown ends waiting leases instead of waiting
-/// for them.
+/// A lease may wait for work (a long poll): one asked before any job exists gets a task per
+/// core of the job's once it is submitted (the worker's cores are idle until the answer), the
+/// next call the rest, and a clean shutdown ends waiting leases instead of waiting for them.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_waiting_lease_gets_work_submitted_later_and_ends_at_shutdown() {
     let mut c = Coordinator::start();
@@ -281,7 +281,8 @@ async fn a_waiting_lease_gets_work_submitted_later_and_ends_at_shutdown() {
         "params": {"start": 0, "end": 300, "unit_size": 100},
     })))
     .await;
-    assert_eq!(waiting.await.unwrap(), 3);
+    assert_eq!(waiting.await.unwrap(), 1, "alice has one core");
+    assert_eq!(ask(0).await.unwrap(), 2);
 
     // Nothing left for alice (one task per unit): this lease waits until the shutdown ends it.
     let waiting = ask(30_000);
