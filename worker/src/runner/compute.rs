@@ -114,7 +114,10 @@ pub(crate) fn spawn(
 fn lane(pool: &ThreadPool, shared: &Shared, mut job: Job) {
     loop {
         let outcome = compute(pool, job);
-        if store(shared, outcome).is_some_and(|r| shared.held.push(r)) {
+        // Results go out early once the buffer runs out: the coordinator takes them in while
+        // the last units of a run compute, not after them.
+        if store(shared, outcome).is_some_and(|r| shared.held.push(r) || shared.tasks.running_out())
+        {
             shared.held.release();
         }
         match next_builtin(shared) {

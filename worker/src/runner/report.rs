@@ -29,6 +29,9 @@ pub(crate) const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 const REPORT_DELAY: Duration = Duration::from_millis(500);
 /// ...or until this many are waiting.
 const REPORT_BATCH: usize = MAX_REPORT_RESULTS / 4;
+/// ...or, when the buffer of tasks runs out, until this many are waiting: the results of a run
+/// of short units go out while its last units compute, and those last few at its end.
+const RUNNING_OUT_BATCH: usize = 16;
 
 /// How the lease loop asks for waiting results to go out now: they count against the worker's
 /// quota until reported, so a lease right after them gets more tasks.
@@ -156,7 +159,8 @@ pub(crate) async fn report_loop(
         let ready = !reporter.pending.is_empty() && !reporter.shared.stop.is_stopped();
         let now_due = flush_asked
             || reporter.pending.len() >= REPORT_BATCH
-            || reporter.shared.tasks.is_idle();
+            || reporter.shared.tasks.is_idle()
+            || (reporter.pending.len() >= RUNNING_OUT_BATCH && reporter.shared.tasks.running_out());
         let due = if now_due {
             retry_at
         } else {

@@ -45,6 +45,9 @@ struct Inner {
 const BUFFER_TIME_SECS: f64 = 0.5;
 /// Most tasks held at once, whatever the units' size.
 const MAX_HELD: usize = 200;
+/// Buffered tasks per slot below which results go out at once: a run of short units is
+/// ending, and the coordinator should take in its results while the last ones compute.
+const RUNNING_OUT: usize = 3;
 
 /// The unit being computed.
 #[derive(Debug, Clone)]
@@ -180,6 +183,12 @@ impl Tasks {
         drop(inner);
         self.space.notify_one();
         Some((task, ctx))
+    }
+
+    /// Whether the buffer is down to its last few tasks ([`RUNNING_OUT`] per slot).
+    pub(crate) fn running_out(&self) -> bool {
+        let inner = self.lock();
+        inner.queue.len() <= RUNNING_OUT * inner.slots.max(1)
     }
 
     /// Lets up to `slots` units be computed at once.
@@ -463,6 +472,26 @@ mod tests {
         assert!(!tasks.is_idle());
         tasks.clear();
         assert!(tasks.is_idle());
+    }
+
+    #[test]
+    fn the_buffer_runs_out_at_a_few_tasks_per_slot() {
+        let tasks = Tasks::default();
+        tasks.set_slots(2);
+        assert!(tasks.running_out(), "nothing buffered");
+        tasks.add((0..2 * RUNNING_OUT + 3).map(|_| task(100)).collect());
+        assert!(!tasks.running_out());
+        let started: Vec<_> = (0..3).map(|_| tasks.start_next(0)).collect();
+        assert!(started[..2].iter().all(Option::is_some));
+        assert!(started[2].is_none(), "two slots");
+        assert!(
+            !tasks.running_out(),
+            "{} still buffered",
+            2 * RUNNING_OUT + 1
+        );
+        tasks.finish(started[0].as_ref().unwrap().0.task_id);
+        assert!(tasks.start_next(0).is_some());
+        assert!(tasks.running_out(), "{} buffered", 2 * RUNNING_OUT);
     }
 
     #[tokio::test]
