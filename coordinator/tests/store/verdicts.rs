@@ -271,3 +271,49 @@ async fn a_caught_liar_loses_what_it_decided_alone(f: Fresh) {
     assert_eq!((l.invalid, l.streak), (1, 0));
 }
 contract!(liar_undo, a_caught_liar_loses_what_it_decided_alone);
+
+/// Units of one task each are leased in order without looking at their other tasks; once a
+/// unit has a replacement task, the worker whose task timed out never gets it.
+async fn a_replacement_never_goes_to_the_worker_that_timed_out(f: Fresh) {
+    let s = f.store.as_ref();
+    let j = job(s, 3, 2, redundancy(1, false), NOW).await;
+    let (a, b) = (
+        worker(s, None, 20, NOW).await,
+        worker(s, None, 20, NOW).await,
+    );
+    let first: Vec<u64> = lease(s, a, 2, NOW)
+        .await
+        .iter()
+        .map(|t| t.unit_seq)
+        .collect();
+    assert_eq!(first, [0, 1]);
+    assert_eq!(s.expire_tasks(NOW + 60_001).await.unwrap(), 2);
+    let timed_out = s.dirty_units(100).await.unwrap();
+    assert_eq!(timed_out.len(), 2);
+    let replace = timed_out
+        .iter()
+        .map(|u| verdict(u, Decision::Pending { new_tasks: 1 }, false))
+        .collect();
+    s.apply_verdicts(replace, &TrustPolicy::default(), NOW + 60_002)
+        .await
+        .unwrap();
+    let row = s.job(j.id).await.unwrap().unwrap();
+    assert_eq!((row.units_created, row.tasks_created), (2, 4));
+    let again: Vec<u64> = lease(s, a, 20, NOW + 60_003)
+        .await
+        .iter()
+        .map(|t| t.unit_seq)
+        .collect();
+    assert_eq!(again, [2], "only the unit a never had");
+    let mut others: Vec<u64> = lease(s, b, 20, NOW + 60_003)
+        .await
+        .iter()
+        .map(|t| t.unit_seq)
+        .collect();
+    others.sort_unstable();
+    assert_eq!(others, [0, 1], "the replacements");
+}
+contract!(
+    replacement_not_to_the_worker_that_timed_out,
+    a_replacement_never_goes_to_the_worker_that_timed_out
+);

@@ -39,6 +39,33 @@ fn lease_from_job(
     Ok(leased)
 }
 
+/// [`lease_from_job`] for a job whose every unit has exactly one task (its tasks number its
+/// units: no replica, replacement or spare was ever made), the common case of quorum 1. One
+/// task per unit and no other task of the unit to look at: the first unsent tasks in order are
+/// the answer, without the per-row subquery and grouping (a third of the lease statement's
+/// time in W1).
+fn lease_singles(
+    conn: &Connection,
+    job: &str,
+    worker: &str,
+    max: u32,
+    now: Millis,
+    deadline: Millis,
+) -> StoreResult<Vec<LeasedTask>> {
+    let mut stmt = conn.prepare_cached(
+        "UPDATE tasks SET state = 'leased', worker_id = ?1, leased_at = ?2, deadline = ?3 \
+         WHERE rowid IN (SELECT rowid FROM tasks WHERE job_id = ?4 AND state = 'unsent' \
+           ORDER BY unit_seq LIMIT ?5) \
+         RETURNING id, job_id, unit_id, unit_seq, deadline",
+    )?;
+    let mut rows = stmt.query(params![worker, now, deadline, job, max as i64])?;
+    let mut leased = Vec::new();
+    while let Some(r) = rows.next()? {
+        leased.push(leased_at(r)?);
+    }
+    Ok(leased)
+}
+
 /// A task row (`id, job_id, unit_id, unit_seq, deadline`) as a leased task.
 pub(super) fn leased_at(r: &rusqlite::Row) -> StoreResult<LeasedTask> {
     Ok(LeasedTask {
@@ -56,6 +83,7 @@ struct LeasableJob {
     unit_timeout_ms: i64,
     unit_count: i64,
     units_created: i64,
+    tasks_created: i64,
     target_results: i64,
     adaptive: bool,
     distinct_owners: bool,
@@ -135,7 +163,7 @@ pub(super) fn lease(
     let jobs: Vec<LeasableJob> = conn
         .prepare_cached(
             "SELECT id, unit_timeout_ms, unit_count, units_created, target_results, adaptive, \
-             distinct_owners FROM jobs \
+             distinct_owners, tasks_created FROM jobs \
              WHERE state IN ('queued', 'running') AND (app IN (SELECT value FROM json_each(?1)) \
              OR (app LIKE 'wasm:%' AND 'wasm:*' IN (SELECT value FROM json_each(?1)))) \
              ORDER BY priority DESC, last_lease_at ASC, created_at ASC LIMIT 64",
@@ -149,6 +177,7 @@ pub(super) fn lease(
                 target_results: r.get(4)?,
                 adaptive: r.get(5)?,
                 distinct_owners: r.get(6)?,
+                tasks_created: r.get(7)?,
             })
         })?
         .collect::<Result<_, _>>()?;
@@ -163,17 +192,25 @@ pub(super) fn lease(
         let adaptive = job.adaptive;
         let target = job.target_results as u32;
         let owner = ask.owner.filter(|_| job.distinct_owners);
-        let mut got = lease_from_job(conn, id, &worker, owner, want, now, deadline)?;
+        // Units get one task each when created unless the job replicates them all from the
+        // start, so such a job with as many tasks as units has one task per unit, and keeps
+        // it through a batch created here.
+        let singles = job.tasks_created == job.units_created && (adaptive || target <= 1);
+        let lease_some = |max: u32| {
+            if singles {
+                lease_singles(conn, id, &worker, max, now, deadline)
+            } else {
+                lease_from_job(conn, id, &worker, owner, max, now, deadline)
+            }
+        };
+        let mut got = lease_some(want)?;
         let unit_count = job.unit_count as u64;
         let created = job.units_created as u64;
         if (got.len() as u32) < want && created < unit_count {
             // The frontier reached the end of the created units: create the next batch.
             let n = ask.batch_units.max(want as u64).min(unit_count - created);
             materialize(conn, id, created, n, target, adaptive, now)?;
-            let more = want - got.len() as u32;
-            got.extend(lease_from_job(
-                conn, id, &worker, owner, more, now, deadline,
-            )?);
+            got.extend(lease_some(want - got.len() as u32)?);
         }
         if got.is_empty() {
             continue;
