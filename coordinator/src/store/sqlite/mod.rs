@@ -80,6 +80,15 @@ fn migrator() -> Migrator {
             )),
             false,
         ),
+        Migration::new(
+            4,
+            Cow::Borrowed("tasks_by_unit"),
+            MigrationType::Simple,
+            SqlStr::from_static(include_str!(
+                "../../../migrations/sqlite/0004_tasks_by_unit.sql"
+            )),
+            false,
+        ),
     ])
 }
 
