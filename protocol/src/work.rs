@@ -98,7 +98,8 @@ pub struct LeaseRequest {
     pub held: Option<Vec<Uuid>>,
     /// When there is no task now, how long (ms) the coordinator may hold the request waiting
     /// for one (a long poll; capped at [`MAX_LEASE_WAIT_MS`]). Work appears at once instead of
-    /// at the next poll. Omitted or 0: answer at once.
+    /// at the next poll; a lease that waited gets at most one task per core of the worker (its
+    /// cores idle until the answer), and asks again for more. Omitted or 0: answer at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wait_ms: Option<u32>,
 }
