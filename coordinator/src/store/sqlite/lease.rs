@@ -31,12 +31,7 @@ fn lease_from_job(
            GROUP BY t.unit_seq ORDER BY t.unit_seq LIMIT ?5) \
          RETURNING id, job_id, unit_id, unit_seq, deadline",
     )?;
-    let mut rows = stmt.query(params![worker, now, deadline, job, max as i64, owner])?;
-    let mut leased = Vec::new();
-    while let Some(r) = rows.next()? {
-        leased.push(leased_at(r)?);
-    }
-    Ok(leased)
+    leased_rows(stmt.query(params![worker, now, deadline, job, max as i64, owner])?)
 }
 
 /// [`lease_from_job`] for a job whose every unit has exactly one task (its tasks number its
@@ -58,7 +53,11 @@ fn lease_singles(
            ORDER BY unit_seq LIMIT ?5) \
          RETURNING id, job_id, unit_id, unit_seq, deadline",
     )?;
-    let mut rows = stmt.query(params![worker, now, deadline, job, max as i64])?;
+    leased_rows(stmt.query(params![worker, now, deadline, job, max as i64])?)
+}
+
+/// The rows a lease statement returned, as leased tasks.
+fn leased_rows(mut rows: rusqlite::Rows<'_>) -> StoreResult<Vec<LeasedTask>> {
     let mut leased = Vec::new();
     while let Some(r) = rows.next()? {
         leased.push(leased_at(r)?);
