@@ -338,3 +338,35 @@ async fn results_go_out_while_a_paused_unit_holds_the_cores() {
     );
     stop(tx, handle).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_unit_s_result_does_not_wait_for_the_next_units() {
+    let fake = Shared::default();
+    // A long unit, then more buffered units than "running out" allows, each endless: the long
+    // unit's result must go out while they compute, not when the next one ends.
+    let long = prime_task(0, 1_000_000_000);
+    let endless: Vec<_> = (0..10).map(|_| prime_task(0, 200_000_000_000)).collect();
+    {
+        let mut f = fake.lock().unwrap();
+        f.queue.push_back(long.clone());
+        f.queue.extend(endless.iter().cloned());
+    }
+    let base = spawn_fake(fake.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(&base, dir.path());
+    config.prefetch = 12;
+    let (tx, handle) = start(config);
+    wait_for(&fake, "the long unit's result", |f| {
+        f.accepted.iter().any(|r| r.task_id == long.task_id)
+    })
+    .await;
+    let count = fake
+        .lock()
+        .unwrap()
+        .accepted
+        .iter()
+        .find(|r| r.task_id == long.task_id)
+        .map(count_of);
+    assert_eq!(count, Some(50_847_534));
+    stop(tx, handle).await;
+}

@@ -76,11 +76,12 @@ impl ReportGate {
 }
 
 /// Longest a result waits on the compute threads before going to the report loop.
-const HOLD: Duration = Duration::from_millis(50);
+pub(crate) const HOLD: Duration = Duration::from_millis(50);
 
 /// Results the compute threads keep back for a moment (already in the outbox): handing each one
 /// to the report loop would wake the async runtime once per unit, taking a core from the unit
-/// running beside it. The report loop takes them when woken: when [`HOLD`] has passed, when a
+/// running beside it. The report loop takes them when woken: when [`HOLD`] has passed, after a
+/// unit as long as [`HOLD`] (the next may take hours), when the buffer of tasks runs out, when a
 /// run of units ends, or when computing pauses (a paused unit may block its thread for hours).
 #[derive(Debug, Default)]
 pub(crate) struct HeldResults {
