@@ -9,51 +9,55 @@ use super::writes::{insert_tasks, materialize};
 use super::{id_list, parse_uuid};
 use crate::store::{LeaseAsk, LeasedTask, StoreResult};
 
-/// Leases up to `max` unsent tasks of one job to `worker`, at most one per unit (the subquery
-/// sees the table as it was before this statement, so it picks one replica per unit itself: the
-/// group by `unit_seq` walks `tasks_unsent` in order, with no lookup of the unit's other tasks
-/// per row), never a unit the worker, or with `owner` set another worker of that owner, already
-/// has a task of.
-fn lease_from_job(
-    conn: &Connection,
-    job: &str,
-    worker: &str,
-    owner: Option<&str>,
-    max: u32,
-    now: Millis,
-    deadline: Millis,
-) -> StoreResult<Vec<LeasedTask>> {
-    let mut stmt = conn.prepare_cached(
-        "UPDATE tasks SET state = 'leased', worker_id = ?1, leased_at = ?2, deadline = ?3 \
-         WHERE rowid IN (SELECT MIN(t.rowid) FROM tasks t WHERE t.job_id = ?4 AND t.state = 'unsent' \
-           AND NOT EXISTS (SELECT 1 FROM tasks o WHERE o.unit_id = t.unit_id AND (o.worker_id = ?1 \
-             OR (?6 IS NOT NULL AND o.worker_id IN (SELECT id FROM workers WHERE owner = ?6)))) \
-           GROUP BY t.unit_seq ORDER BY t.unit_seq LIMIT ?5) \
-         RETURNING id, job_id, unit_id, unit_seq, deadline",
-    )?;
-    leased_rows(stmt.query(params![worker, now, deadline, job, max as i64, owner])?)
+/// Which unsent tasks of a job a lease may take.
+#[derive(Clone, Copy)]
+enum Pick<'a> {
+    /// Every unit of the job has exactly one task (as many tasks as units: no replica,
+    /// replacement or spare was ever made), the common case of quorum 1: the first unsent
+    /// tasks in order, with no other task of their units to look at (the per-row subquery and
+    /// grouping below were a third of the lease statement's time in W1).
+    Singles,
+    /// At most one replica per unit (the subquery sees the table as it was before the
+    /// statement, so it picks one replica per unit itself: the group by `unit_seq` walks
+    /// `tasks_unsent` in order, with no lookup of the unit's other tasks per row), never a unit
+    /// the worker, or with `owner` set another worker of that owner, already has a task of.
+    Replicas { owner: Option<&'a str> },
 }
 
-/// [`lease_from_job`] for a job whose every unit has exactly one task (its tasks number its
-/// units: no replica, replacement or spare was ever made), the common case of quorum 1. One
-/// task per unit and no other task of the unit to look at: the first unsent tasks in order are
-/// the answer, without the per-row subquery and grouping (a third of the lease statement's
-/// time in W1).
-fn lease_singles(
+/// Leases up to `max` unsent tasks of one job to `worker`, as `pick` allows.
+fn take_tasks(
     conn: &Connection,
     job: &str,
     worker: &str,
+    pick: Pick<'_>,
     max: u32,
     now: Millis,
     deadline: Millis,
 ) -> StoreResult<Vec<LeasedTask>> {
-    let mut stmt = conn.prepare_cached(
-        "UPDATE tasks SET state = 'leased', worker_id = ?1, leased_at = ?2, deadline = ?3 \
-         WHERE rowid IN (SELECT rowid FROM tasks WHERE job_id = ?4 AND state = 'unsent' \
-           ORDER BY unit_seq LIMIT ?5) \
-         RETURNING id, job_id, unit_id, unit_seq, deadline",
-    )?;
-    leased_rows(stmt.query(params![worker, now, deadline, job, max as i64])?)
+    match pick {
+        Pick::Singles => {
+            let mut stmt = conn.prepare_cached(
+                "UPDATE tasks SET state = 'leased', worker_id = ?1, leased_at = ?2, deadline = ?3 \
+                 WHERE rowid IN (SELECT rowid FROM tasks WHERE job_id = ?4 AND state = 'unsent' \
+                   ORDER BY unit_seq LIMIT ?5) \
+                 RETURNING id, job_id, unit_id, unit_seq, deadline",
+            )?;
+            leased_rows(stmt.query(params![worker, now, deadline, job, max as i64])?)
+        }
+        Pick::Replicas { owner } => {
+            let mut stmt = conn.prepare_cached(
+                "UPDATE tasks SET state = 'leased', worker_id = ?1, leased_at = ?2, deadline = ?3 \
+                 WHERE rowid IN (SELECT MIN(t.rowid) FROM tasks t WHERE t.job_id = ?4 \
+                   AND t.state = 'unsent' \
+                   AND NOT EXISTS (SELECT 1 FROM tasks o WHERE o.unit_id = t.unit_id \
+                     AND (o.worker_id = ?1 \
+                       OR (?6 IS NOT NULL AND o.worker_id IN (SELECT id FROM workers WHERE owner = ?6)))) \
+                   GROUP BY t.unit_seq ORDER BY t.unit_seq LIMIT ?5) \
+                 RETURNING id, job_id, unit_id, unit_seq, deadline",
+            )?;
+            leased_rows(stmt.query(params![worker, now, deadline, job, max as i64, owner])?)
+        }
+    }
 }
 
 /// The rows a lease statement returned, as leased tasks.
@@ -190,26 +194,25 @@ pub(super) fn lease(
         let deadline = now + job.unit_timeout_ms;
         let adaptive = job.adaptive;
         let target = job.target_results as u32;
-        let owner = ask.owner.filter(|_| job.distinct_owners);
         // Units get one task each when created unless the job replicates them all from the
         // start, so such a job with as many tasks as units has one task per unit, and keeps
         // it through a batch created here.
-        let singles = job.tasks_created == job.units_created && (adaptive || target <= 1);
-        let lease_some = |max: u32| {
-            if singles {
-                lease_singles(conn, id, &worker, max, now, deadline)
-            } else {
-                lease_from_job(conn, id, &worker, owner, max, now, deadline)
+        let pick = if job.tasks_created == job.units_created && (adaptive || target <= 1) {
+            Pick::Singles
+        } else {
+            Pick::Replicas {
+                owner: ask.owner.filter(|_| job.distinct_owners),
             }
         };
-        let mut got = lease_some(want)?;
+        let take = |max: u32| take_tasks(conn, id, &worker, pick, max, now, deadline);
+        let mut got = take(want)?;
         let unit_count = job.unit_count as u64;
         let created = job.units_created as u64;
         if (got.len() as u32) < want && created < unit_count {
             // The frontier reached the end of the created units: create the next batch.
             let n = ask.batch_units.max(want as u64).min(unit_count - created);
             materialize(conn, id, created, n, target, adaptive, now)?;
-            got.extend(lease_some(want - got.len() as u32)?);
+            got.extend(take(want - got.len() as u32)?);
         }
         if got.is_empty() {
             continue;
