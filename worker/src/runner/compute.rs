@@ -24,7 +24,6 @@ use uuid::Uuid;
 
 use super::Shared;
 use super::dispatch::{prepare, store};
-use super::report::HOLD;
 use crate::checkpoint::{Checkpoints, Saved};
 
 /// A unit to compute, with the context the worker uses to cancel it and read its progress.
@@ -115,13 +114,11 @@ pub(crate) fn spawn(
 fn lane(pool: &ThreadPool, shared: &Shared, mut job: Job) {
     loop {
         let outcome = compute(pool, job);
-        // A result waits for the next one only when that comes soon: after a unit as long as
-        // the hold, the next may take as long (hours), and the result its deadline with it.
-        let long = outcome.elapsed >= HOLD;
+        let took = outcome.elapsed;
         // Results go out early once the buffer runs out: the coordinator takes them in while
         // the last units of a run compute, not after them.
         if store(shared, outcome)
-            .is_some_and(|r| shared.held.push(r) || long || shared.tasks.running_out())
+            .is_some_and(|r| shared.held.push(r, took) || shared.tasks.running_out())
         {
             shared.held.release();
         }

@@ -94,11 +94,13 @@ impl HeldResults {
         self.held.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Keeps `result` back; returns whether the oldest held result has waited [`HOLD`].
-    pub(crate) fn push(&self, result: TaskResult) -> bool {
+    /// Keeps `result` (of a unit that `took` this long) back; returns whether the held results
+    /// should go now: the oldest has waited [`HOLD`], or the unit took as long, so the next
+    /// one may too (hours), and the result its deadline with it.
+    pub(crate) fn push(&self, result: TaskResult, took: Duration) -> bool {
         let mut held = self.lock();
         held.0.push(result);
-        held.1.get_or_insert_with(std::time::Instant::now).elapsed() >= HOLD
+        took >= HOLD || held.1.get_or_insert_with(std::time::Instant::now).elapsed() >= HOLD
     }
 
     fn take(&self) -> Vec<TaskResult> {
