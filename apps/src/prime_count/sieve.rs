@@ -157,8 +157,7 @@ impl Sieve {
         }
         let base = lo - lo % 30;
         let bytes = (hi - base).div_ceil(30) as usize;
-        let tail = bytes % SEG;
-        let segments = if bytes > SEG && tail != 0 && tail < MERGE {
+        let segments = if bytes > SEG && bytes % SEG < MERGE {
             bytes / SEG
         } else {
             bytes.div_ceil(SEG)
