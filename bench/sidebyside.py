@@ -8,6 +8,7 @@ ends, and again on exit or on a signal. Everything listens on 127.0.0.1 only, on
 with data in a temporary directory under the output dir.
 """
 import atexit
+import glob
 import http.client
 import json
 import os
@@ -163,6 +164,25 @@ def proc_cpu_s(pid):
         return (int(fields[11]) + int(fields[12])) / CLK
     except (OSError, IndexError, ValueError):
         return None
+
+
+def thread_cpu_ms(pid, compute=None):
+    """CPU milliseconds of a live process's threads, from schedstat (nanoseconds, not ticks: a
+    W2 job is 0.2 s). With `compute`, a pair: (threads whose name starts with it, the others)."""
+    a = b = 0
+    for t in glob.glob(f"/proc/{pid}/task/*"):
+        try:
+            with open(t + "/comm") as f:
+                name = f.read().strip()
+            with open(t + "/schedstat") as f:
+                ns = int(f.read().split()[0])
+        except (OSError, ValueError, IndexError):
+            continue
+        if compute is not None and name.startswith(compute):
+            a += ns
+        else:
+            b += ns
+    return (a / 1e6, b / 1e6) if compute is not None else b / 1e6
 
 
 def proc_rss_mib(pid):
@@ -478,17 +498,26 @@ def w2(tmp):
             wp = c.worker("w2", NPROC)
             c.wait_workers(1)
             for i in range(W2_ROUNDS):
+                k0 = resource.getrusage(resource.RUSAGE_CHILDREN)
                 kc, kt = kernel(0, W2_END)
-                # Where the job's time goes: how many cores the worker and the coordinator used.
+                k1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+                # Where the job's time goes: the CPU of the worker's compute threads (the
+                # kernel's work), of its other threads, of the coordinator and of this client,
+                # against the kernel alone's CPU.
                 w0, c0 = proc_cpu_s(wp.pid), proc_cpu_s(c.pid)
+                (wc0, wo0), cc0, p0 = thread_cpu_ms(wp.pid, "compute-"), thread_cpu_ms(c.pid), time.process_time()
                 wall, view, count = c.run_job(prime_job(f"w2-{i}", W2_END, W2_UNITS))
+                (wc1, wo1), cc1, p1 = thread_cpu_ms(wp.pid, "compute-"), thread_cpu_ms(c.pid), time.process_time()
                 w1_, c1 = proc_cpu_s(wp.pid), proc_cpu_s(c.pid)
                 server = (view["finished_at"] - view["created_at"]) / 1000 if view.get("finished_at") else None
                 rounds.append({"kernel_s": kt, "kernel_count": kc, "ours_s": wall, "server_s": server,
                                "count": count, "correct": count == kc == PI.get(W2_END, kc),
                                "efficiency": kt / wall,
                                "worker_cores": round((w1_ - w0) / wall, 2) if w0 is not None else None,
-                               "coord_cores": round((c1 - c0) / wall, 2) if c0 is not None else None})
+                               "coord_cores": round((c1 - c0) / wall, 2) if c0 is not None else None,
+                               "kernel_cpu_ms": round((k1.ru_utime + k1.ru_stime - k0.ru_utime - k0.ru_stime) * 1e3, 1),
+                               "compute_cpu_ms": round(wc1 - wc0, 1), "worker_other_cpu_ms": round(wo1 - wo0, 1),
+                               "coord_cpu_ms": round(cc1 - cc0, 1), "client_cpu_ms": round((p1 - p0) * 1e3, 1)})
                 log(f"W2 round {i + 1}: kernel {kt:.3f}s, SpareCycles {wall:.3f}s, eff {kt / wall:.3f}")
         finally:
             c.stop()
@@ -496,7 +525,18 @@ def w2(tmp):
             "kernel_s": median([r["kernel_s"] for r in rounds]), "ours_s": median([r["ours_s"] for r in rounds]),
             "efficiency": (median([r["kernel_s"] for r in rounds]) / median([r["ours_s"] for r in rounds])
                            if rounds else None),
-            "correct": all(r["correct"] for r in rounds)}
+            "correct": all(r["correct"] for r in rounds), "cpu_ms": w2_cpu(rounds)}
+
+
+def w2_cpu(rounds):
+    """Medians of the W2 rounds' CPU accounting, and the efficiency the overhead CPU alone allows."""
+    keys = ("kernel_cpu_ms", "compute_cpu_ms", "worker_other_cpu_ms", "coord_cpu_ms", "client_cpu_ms")
+    if not rounds or any(r.get(k) is None for r in rounds for k in keys):
+        return None
+    m = {k: median([r[k] for r in rounds]) for k in keys}
+    rest = m["worker_other_cpu_ms"] + m["coord_cpu_ms"] + m["client_cpu_ms"]
+    m["cap"] = m["compute_cpu_ms"] / (m["compute_cpu_ms"] + rest) if m["compute_cpu_ms"] else None
+    return m
 
 
 def w3_once(tmp, suspect, kill_at):
@@ -876,6 +916,13 @@ def report(res):
                        f"coordinator {x.get('coord_cores')} cores)" for x in w2r["rounds"])
         L.append(f"- W2 rounds (kernel/job): {rr}; answers {'correct' if w2r['correct'] else 'WRONG'}; "
                  f"foreign {w2r['cpu']['foreign_cores']} cores")
+        acct = w2r.get("cpu_ms")
+        if acct:
+            L.append(f"- W2 CPU per job, median ms: kernel alone {fmt(acct['kernel_cpu_ms'], 1)}; the job's compute "
+                     f"threads {fmt(acct['compute_cpu_ms'], 1)}, the rest of the worker {fmt(acct['worker_other_cpu_ms'], 1)}, "
+                     f"coordinator {fmt(acct['coord_cpu_ms'], 1)}, the benchmark's client {fmt(acct['client_cpu_ms'], 1)}. "
+                     f"Everything beside the compute shares the same {NPROC} cores, so it alone caps the efficiency at "
+                     f"{fmt(acct['cap'], 3)} (compute ÷ (compute + the rest))")
     for r in res.get("w3") or []:
         L.append(f"- W3 suspect-after {r['suspect_after_s']} s: {r['workers']}, {r.get('tasks_created')} tasks for "
                  f"{W2_UNITS} units" + (f"; {r['kill_note']}" if r.get("kill_note") else "")
