@@ -32,18 +32,25 @@ def main():
     coordinator_side = os.environ.get("AB_SIDE", "worker") == "coordinator"
     walls = {b: [] for b in bins}
     effs = {b: [] for b in bins}
+    # CPU milliseconds per job beside the compute: the coordinator's, the worker's other threads'.
+    coord_ms = {b: [] for b in bins}
+    other_ms = {b: [] for b in bins}
     tmp = tempfile.mkdtemp(prefix="w2ab-")
     try:
         for g in range(groups):
             for b in (bins if g % 2 == 0 else bins[::-1]):
                 c = S.Coordinator(tmp, binary=b if coordinator_side else None)
                 try:
-                    c.worker("w", S.NPROC, binary=None if coordinator_side else b)
+                    wp = c.worker("w", S.NPROC, binary=None if coordinator_side else b)
                     c.wait_workers(1)
                     c.run_job(S.prime_job("warm-up", END, UNITS))
                     for i in range(per):
                         kc, kt = S.kernel(0, END)
+                        c0, (_, o0) = S.thread_cpu_ms(c.pid), S.thread_cpu_ms(wp.pid, "compute-")
                         wall, _, count = c.run_job(S.prime_job(f"w2-{i}", END, UNITS))
+                        c1, (_, o1) = S.thread_cpu_ms(c.pid), S.thread_cpu_ms(wp.pid, "compute-")
+                        coord_ms[b].append(c1 - c0)
+                        other_ms[b].append(o1 - o0)
                         if count != kc:
                             sys.exit(f"{b}: wrong answer {count}, the kernel says {kc}")
                         walls[b].append(wall)
@@ -54,7 +61,9 @@ def main():
         S.PROCS.stop_all()
     for b in bins:
         print(f"{b}: {len(walls[b])} jobs, median wall {statistics.median(walls[b]):.3f} s, "
-              f"median efficiency {statistics.median(effs[b]):.3f} (mean {statistics.mean(effs[b]):.3f})")
+              f"median efficiency {statistics.median(effs[b]):.3f} (mean {statistics.mean(effs[b]):.3f}); "
+              f"CPU per job: coordinator {statistics.median(coord_ms[b]):.1f} ms, worker beside the compute "
+              f"{statistics.median(other_ms[b]):.1f} ms (medians)")
 
 
 if __name__ == "__main__":
