@@ -166,10 +166,14 @@ def proc_cpu_s(pid):
         return None
 
 
-def thread_cpu_ms(pid, compute=None):
-    """CPU milliseconds of a live process's threads, from schedstat (nanoseconds, not ticks: a
-    W2 job is 0.2 s). With `compute`, a pair: (threads whose name starts with it, the others)."""
-    a = b = 0
+# Name prefix of the worker's compute pool threads (worker/src/runner/compute.rs).
+COMPUTE_THREADS = "compute-"
+
+
+def thread_cpu_ms(pid):
+    """CPU milliseconds of a live process, from its threads' schedstat (nanoseconds, not ticks: a
+    W2 job is 0.2 s): (compute pool threads, the other threads)."""
+    compute = other = 0
     for t in glob.glob(f"/proc/{pid}/task/*"):
         try:
             with open(t + "/comm") as f:
@@ -178,11 +182,23 @@ def thread_cpu_ms(pid, compute=None):
                 ns = int(f.read().split()[0])
         except (OSError, ValueError, IndexError):
             continue
-        if compute is not None and name.startswith(compute):
-            a += ns
+        if name.startswith(COMPUTE_THREADS):
+            compute += ns
         else:
-            b += ns
-    return (a / 1e6, b / 1e6) if compute is not None else b / 1e6
+            other += ns
+    return compute / 1e6, other / 1e6
+
+
+def cpu_marks(coord_pid, worker_pid):
+    """CPU milliseconds so far of the worker's compute threads, its other threads, the
+    coordinator and this client; two of these around a job give its CPU (`cpu_spent`)."""
+    compute, other = thread_cpu_ms(worker_pid)
+    return {"compute_cpu_ms": compute, "worker_other_cpu_ms": other,
+            "coord_cpu_ms": sum(thread_cpu_ms(coord_pid)), "client_cpu_ms": time.process_time() * 1e3}
+
+
+def cpu_spent(before, after):
+    return {k: round(after[k] - before[k], 1) for k in before}
 
 
 def proc_rss_mib(pid):
@@ -504,20 +520,17 @@ def w2(tmp):
                 # Where the job's time goes: the CPU of the worker's compute threads (the
                 # kernel's work), of its other threads, of the coordinator and of this client,
                 # against the kernel alone's CPU.
-                w0, c0 = proc_cpu_s(wp.pid), proc_cpu_s(c.pid)
-                (wc0, wo0), cc0, p0 = thread_cpu_ms(wp.pid, "compute-"), thread_cpu_ms(c.pid), time.process_time()
+                before = cpu_marks(c.pid, wp.pid)
                 wall, view, count = c.run_job(prime_job(f"w2-{i}", W2_END, W2_UNITS))
-                (wc1, wo1), cc1, p1 = thread_cpu_ms(wp.pid, "compute-"), thread_cpu_ms(c.pid), time.process_time()
-                w1_, c1 = proc_cpu_s(wp.pid), proc_cpu_s(c.pid)
+                spent = cpu_spent(before, cpu_marks(c.pid, wp.pid))
                 server = (view["finished_at"] - view["created_at"]) / 1000 if view.get("finished_at") else None
                 rounds.append({"kernel_s": kt, "kernel_count": kc, "ours_s": wall, "server_s": server,
                                "count": count, "correct": count == kc == PI.get(W2_END, kc),
                                "efficiency": kt / wall,
-                               "worker_cores": round((w1_ - w0) / wall, 2) if w0 is not None else None,
-                               "coord_cores": round((c1 - c0) / wall, 2) if c0 is not None else None,
+                               "worker_cores": round((spent["compute_cpu_ms"] + spent["worker_other_cpu_ms"]) / 1e3 / wall, 2),
+                               "coord_cores": round(spent["coord_cpu_ms"] / 1e3 / wall, 2),
                                "kernel_cpu_ms": round((k1.ru_utime + k1.ru_stime - k0.ru_utime - k0.ru_stime) * 1e3, 1),
-                               "compute_cpu_ms": round(wc1 - wc0, 1), "worker_other_cpu_ms": round(wo1 - wo0, 1),
-                               "coord_cpu_ms": round(cc1 - cc0, 1), "client_cpu_ms": round((p1 - p0) * 1e3, 1)})
+                               **spent})
                 log(f"W2 round {i + 1}: kernel {kt:.3f}s, SpareCycles {wall:.3f}s, eff {kt / wall:.3f}")
         finally:
             c.stop()

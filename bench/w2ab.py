@@ -46,11 +46,11 @@ def main():
                     c.run_job(S.prime_job("warm-up", END, UNITS))
                     for i in range(per):
                         kc, kt = S.kernel(0, END)
-                        c0, (_, o0) = S.thread_cpu_ms(c.pid), S.thread_cpu_ms(wp.pid, "compute-")
+                        before = S.cpu_marks(c.pid, wp.pid)
                         wall, _, count = c.run_job(S.prime_job(f"w2-{i}", END, UNITS))
-                        c1, (_, o1) = S.thread_cpu_ms(c.pid), S.thread_cpu_ms(wp.pid, "compute-")
-                        coord_ms[b].append(c1 - c0)
-                        other_ms[b].append(o1 - o0)
+                        spent = S.cpu_spent(before, S.cpu_marks(c.pid, wp.pid))
+                        coord_ms[b].append(spent["coord_cpu_ms"])
+                        other_ms[b].append(spent["worker_other_cpu_ms"])
                         if count != kc:
                             sys.exit(f"{b}: wrong answer {count}, the kernel says {kc}")
                         walls[b].append(wall)
