@@ -24,6 +24,9 @@ pub const RATE_LIMITED: &str = "sparecycles_rate_limited_total";
 /// Leased tasks given a spare copy because their worker went silent or its presence line
 /// dropped, by `reason` (appears once the first one was).
 pub const TASKS_SPARED: &str = "sparecycles_tasks_spared_total";
+/// PostgreSQL transactions aborted (a deadlock or a serialization failure) and run again, by
+/// `what` (appears once the first one was). Each costs up to `deadlock_timeout` (1 s).
+pub const DB_RETRIES: &str = "sparecycles_db_retries_total";
 
 /// Every metric this coordinator exports, for tests and the Grafana check.
 pub const ALL: &[&str] = &[
@@ -99,6 +102,10 @@ fn describe() {
         TASKS_SPARED,
         "Leased tasks given a spare copy, by reason: the worker went silent, or its presence \
          line dropped."
+    );
+    describe_counter!(
+        DB_RETRIES,
+        "PostgreSQL transactions aborted by a deadlock or a serialization failure and retried."
     );
     describe_counter!(UNITS_DONE, "Units that reached a canonical result.");
     describe_counter!(UNITS_FAILED, "Units that failed.");

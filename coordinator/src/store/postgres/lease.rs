@@ -7,7 +7,7 @@ use sqlx::{PgConnection, Row};
 use uuid::Uuid;
 
 use super::jobs::{insert_tasks, materialize};
-use super::{ids, uuid_col};
+use super::{ids, parse_uuid, uuid_col};
 use crate::store::{LeaseAsk, LeasedTask, StoreResult};
 
 /// Key space of the per-owner transaction lock (the two-int form of advisory locks, apart
@@ -67,6 +67,11 @@ pub(super) fn leased_row(r: &sqlx::postgres::PgRow) -> StoreResult<LeasedTask> {
 
 /// Adaptive replication at lease time: units leased by an untrusted worker, or picked for a
 /// spot check, get their other replicas now so other workers can compute them in parallel.
+///
+/// Returns the tasks it had to give back: a unit locked by a batch of verdicts or a report is
+/// skipped rather than waited for (this lease holds its worker's row, which a batch of
+/// verdicts may be waiting for), and its task is not leased now, as the unit could otherwise
+/// rest on one untrusted result.
 async fn replicate(
     conn: &mut PgConnection,
     job: &str,
@@ -74,28 +79,51 @@ async fn replicate(
     ask: &LeaseAsk<'_>,
     target: u32,
     now: Millis,
-) -> StoreResult<()> {
+) -> StoreResult<Vec<Uuid>> {
     let shared: Vec<Uuid> = leased
         .iter()
         .filter(|_| !ask.trusted || rand::random::<f64>() < ask.spot_check)
         .map(|t| t.unit_id)
         .collect();
     if shared.is_empty() || target <= 1 {
-        return Ok(());
+        return Ok(Vec::new());
     }
-    let units = sqlx::query(
-        "UPDATE units SET replicated = TRUE WHERE NOT replicated AND id = ANY($1) RETURNING id, seq",
+    let rows = sqlx::query(
+        "WITH locked AS (SELECT id, replicated FROM units WHERE id = ANY($1) \
+           ORDER BY id FOR UPDATE SKIP LOCKED), \
+         marked AS (UPDATE units SET replicated = TRUE FROM locked \
+           WHERE units.id = locked.id AND NOT locked.replicated RETURNING units.id, units.seq) \
+         SELECT locked.id, marked.seq FROM locked LEFT JOIN marked ON marked.id = locked.id",
     )
     .bind(ids(&shared))
     .fetch_all(&mut *conn)
     .await?;
-    if units.is_empty() {
-        return Ok(());
+    let mut locked = std::collections::HashSet::with_capacity(rows.len());
+    let mut units: Vec<(String, i64)> = Vec::new();
+    for r in &rows {
+        let id: String = r.try_get("id")?;
+        locked.insert(parse_uuid(&id, "id")?);
+        if let Some(seq) = r.try_get::<Option<i64>, _>("seq")? {
+            units.push((id, seq));
+        }
     }
-    let units: Vec<(String, i64)> = units
+    let skipped: Vec<Uuid> = leased
         .iter()
-        .map(|r| Ok((r.try_get("id")?, r.try_get("seq")?)))
-        .collect::<StoreResult<_>>()?;
+        .filter(|t| shared.contains(&t.unit_id) && !locked.contains(&t.unit_id))
+        .map(|t| t.task_id)
+        .collect();
+    if !skipped.is_empty() {
+        sqlx::query(
+            "UPDATE tasks SET state = 'unsent', worker_id = NULL, leased_at = NULL, deadline = NULL, \
+             lease_count = lease_count - 1 WHERE id = ANY($1)",
+        )
+        .bind(ids(&skipped))
+        .execute(&mut *conn)
+        .await?;
+    }
+    if units.is_empty() {
+        return Ok(skipped);
+    }
     let extra = target as usize - 1;
     insert_tasks(
         conn,
@@ -111,7 +139,7 @@ async fn replicate(
         .bind(job)
         .execute(&mut *conn)
         .await?;
-    Ok(())
+    Ok(skipped)
 }
 
 /// The whole lease, inside the caller's transaction.
@@ -200,7 +228,8 @@ pub(super) async fn lease(
             continue;
         }
         if adaptive {
-            replicate(conn, &id, &got, ask, target, now).await?;
+            let skipped = replicate(conn, &id, &got, ask, target, now).await?;
+            got.retain(|t| !skipped.contains(&t.task_id));
         }
         touched.push(id);
         leased.extend(got);

@@ -11,6 +11,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde_json::Value;
 use sparecycles_protocol::{JobState, Millis, Redundancy};
+use sqlx::PgConnection;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Row, SqlStr};
@@ -137,6 +138,8 @@ where
         match attempt().await {
             Err(e) if tries < ATTEMPTS && retryable(&e) => {
                 tracing::debug!(what, tries, error = %e, "transaction aborted; retrying");
+                metrics::counter!(crate::metrics::DB_RETRIES, "what" => what.to_string())
+                    .increment(1);
                 tokio::time::sleep(Duration::from_millis(5 * tries as u64)).await;
                 tries += 1;
             }
@@ -157,6 +160,55 @@ pub(super) fn uuid_col(row: &PgRow, col: &str) -> StoreResult<Uuid> {
 pub(super) fn opt_uuid_col(row: &PgRow, col: &str) -> StoreResult<Option<Uuid>> {
     let s: Option<String> = row.try_get(col)?;
     s.map(|s| parse_uuid(&s, col)).transpose()
+}
+
+/// Marks `units` changed for the transitioner (only those still open when `open_only`).
+///
+/// Rows are locked in id order, as `lock_units` does: transactions that each change several
+/// units then wait on each other at most in one direction and never deadlock (a deadlock
+/// costs PostgreSQL's `deadlock_timeout`, 1 s, before one side is aborted and retried).
+pub(super) async fn mark_changed(
+    conn: &mut PgConnection,
+    units: &[String],
+    open_only: bool,
+) -> StoreResult<()> {
+    if units.is_empty() {
+        return Ok(());
+    }
+    let sql = if open_only {
+        "UPDATE units SET dirty = dirty + 1 WHERE id IN \
+         (SELECT id FROM units WHERE id = ANY($1) AND state = 'open' ORDER BY id FOR UPDATE)"
+    } else {
+        "UPDATE units SET dirty = dirty + 1 WHERE id IN \
+         (SELECT id FROM units WHERE id = ANY($1) ORDER BY id FOR UPDATE)"
+    };
+    sqlx::query(sql).bind(units).execute(&mut *conn).await?;
+    Ok(())
+}
+
+/// Locks the rows of `workers` in id order. Transactions take workers before units: a lease
+/// and a report lock their worker first, and a batch of verdicts every worker it credits.
+pub(super) async fn lock_workers(conn: &mut PgConnection, workers: &[String]) -> StoreResult<()> {
+    if workers.is_empty() {
+        return Ok(());
+    }
+    sqlx::query("SELECT id FROM workers WHERE id = ANY($1) ORDER BY id FOR UPDATE")
+        .bind(workers)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// Locks `units` in id order, before a transaction changes them in statements of its own.
+pub(super) async fn lock_units(conn: &mut PgConnection, units: &[String]) -> StoreResult<()> {
+    if units.is_empty() {
+        return Ok(());
+    }
+    sqlx::query("SELECT id FROM units WHERE id = ANY($1) ORDER BY id FOR UPDATE")
+        .bind(units)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
 }
 
 /// Ids as a TEXT[] parameter, for `= ANY($n)`.

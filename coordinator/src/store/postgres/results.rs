@@ -5,7 +5,7 @@ use sparecycles_protocol::Millis;
 use sqlx::Row;
 use uuid::Uuid;
 
-use super::{PostgresStore, ids, job_state, opt_uuid_col, trust, uuid_col};
+use super::{PostgresStore, ids, job_state, mark_changed, opt_uuid_col, trust, uuid_col};
 use crate::store::{Outcome, ReportTarget, StoreResult, Suspects};
 
 impl PostgresStore {
@@ -102,8 +102,15 @@ impl PostgresStore {
     ) -> StoreResult<Vec<Uuid>> {
         let worker_s = worker.to_string();
         let mut tx = self.pool.begin().await?;
+        // The worker's row first, as a lease and a batch of verdicts take it (`lock_workers`).
+        sqlx::query("UPDATE workers SET last_seen = GREATEST(last_seen, $1) WHERE id = $2")
+            .bind(now)
+            .bind(&worker_s)
+            .execute(&mut *tx)
+            .await?;
         let mut recorded = Vec::with_capacity(results.len());
         let mut errors = 0i64;
+        let mut units = Vec::with_capacity(results.len());
         for (task, outcome) in results {
             let (state, output, error) = match outcome {
                 Outcome::Success(v) => ("success", Some(v.to_string()), None),
@@ -124,21 +131,15 @@ impl PostgresStore {
             .fetch_optional(&mut *tx)
             .await?;
             if let Some(unit) = unit {
-                sqlx::query("UPDATE units SET dirty = dirty + 1 WHERE id = $1")
-                    .bind(unit)
-                    .execute(&mut *tx)
-                    .await?;
+                units.push(unit);
                 if matches!(outcome, Outcome::Error(_)) {
                     errors += 1;
                 }
                 recorded.push(*task);
             }
         }
-        sqlx::query("UPDATE workers SET last_seen = GREATEST(last_seen, $1) WHERE id = $2")
-            .bind(now)
-            .bind(&worker_s)
-            .execute(&mut *tx)
-            .await?;
+        // All at once and in id order, after the tasks: see `mark_changed`.
+        mark_changed(&mut tx, &units, false).await?;
         if errors > 0 {
             trust::penalize(&mut tx, &worker_s, errors, "errors").await?;
         }
@@ -164,10 +165,7 @@ impl PostgresStore {
         if units.is_empty() {
             return Ok(0);
         }
-        sqlx::query("UPDATE units SET dirty = dirty + 1 WHERE state = 'open' AND id = ANY($1)")
-            .bind(&units)
-            .execute(&mut *tx)
-            .await?;
+        mark_changed(&mut tx, &units, true).await?;
         tx.commit().await?;
         Ok(units.len() as u64)
     }

@@ -10,7 +10,10 @@ use sqlx::{PgConnection, Row};
 use uuid::Uuid;
 
 use super::jobs::insert_tasks;
-use super::{PostgresStore, ids, job_state, opt_uuid_col, trust, uuid_col};
+use super::{
+    PostgresStore, ids, job_state, lock_units, lock_workers, mark_changed, opt_uuid_col, trust,
+    uuid_col,
+};
 use crate::scheduler::trust::TrustPolicy;
 use crate::scheduler::validate::{Decision, TaskSnapshot, TaskState};
 use crate::store::{DirtyUnit, StoreError, StoreResult, UnitVerdict, valid_effects};
@@ -29,17 +32,17 @@ impl PostgresStore {
             return Ok(0);
         }
         let mut units = Vec::with_capacity(rows.len());
-        let mut per_worker: HashMap<String, i64> = HashMap::new();
+        // In id order, as verdicts take workers.
+        let mut per_worker: BTreeMap<String, i64> = BTreeMap::new();
         for r in &rows {
             units.push(uuid_col(r, "unit_id")?);
             if let Some(w) = r.try_get::<Option<String>, _>("worker_id")? {
                 *per_worker.entry(w).or_default() += 1;
             }
         }
-        sqlx::query("UPDATE units SET dirty = dirty + 1 WHERE id = ANY($1)")
-            .bind(ids(&units))
-            .execute(&mut *tx)
-            .await?;
+        // Workers before units, as everywhere (`lock_workers`).
+        lock_workers(&mut tx, &per_worker.keys().cloned().collect::<Vec<_>>()).await?;
+        mark_changed(&mut tx, &ids(&units), false).await?;
         for (w, n) in per_worker {
             trust::penalize(&mut tx, &w, n, "timeouts").await?;
         }
@@ -113,6 +116,14 @@ impl PostgresStore {
         now: Millis,
     ) -> StoreResult<()> {
         let mut tx = self.pool.begin().await?;
+        // The workers it may credit, then every unit of the batch, each in id order: see
+        // `mark_changed` and `lock_workers`.
+        lock_workers(
+            &mut tx,
+            &ids(valid_effects(verdicts, |_| true).workers.keys()),
+        )
+        .await?;
+        lock_units(&mut tx, &ids(verdicts.iter().map(|v| &v.unit_id))).await?;
         let mut deltas = HashMap::new();
         let mut jobs: BTreeMap<String, JobDelta> = BTreeMap::new();
         // Set-based, as on SQLite: a statement per kind of change for the whole batch, not a

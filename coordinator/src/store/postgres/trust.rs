@@ -7,7 +7,7 @@ use sparecycles_protocol::Millis;
 use sqlx::{PgConnection, Row};
 use uuid::Uuid;
 
-use super::{ids, uuid_col};
+use super::{ids, lock_units, mark_changed, uuid_col};
 use crate::scheduler::trust::{TrustPolicy, decay, quota_after_valid};
 use crate::store::{StoreResult, TrustDelta as Delta};
 
@@ -103,10 +103,7 @@ async fn set_aside(conn: &mut PgConnection, worker: Uuid) -> StoreResult<()> {
     .bind(worker.to_string())
     .fetch_all(&mut *conn)
     .await?;
-    sqlx::query("UPDATE units SET dirty = dirty + 1 WHERE state = 'open' AND id = ANY($1)")
-        .bind(&units)
-        .execute(&mut *conn)
-        .await?;
+    mark_changed(conn, &units, true).await?;
     tracing::warn!(worker = %worker, set_aside = units.len(), "worker banned");
     Ok(())
 }
@@ -143,11 +140,13 @@ pub(super) async fn undo_solo(
     .bind(ids(&tasks))
     .execute(&mut *conn)
     .await?;
+    let units = ids(&units);
+    lock_units(conn, &units).await?;
     sqlx::query(
         "UPDATE units SET state = 'open', canonical_task = NULL, solo = FALSE, replicated = TRUE, \
          dirty = dirty + 1 WHERE id = ANY($1)",
     )
-    .bind(ids(&units))
+    .bind(&units)
     .execute(&mut *conn)
     .await?;
     for (job, n) in per_job {
