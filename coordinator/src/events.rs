@@ -5,8 +5,8 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use sparecycles_protocol::dashboard::{Event, Snapshot, ThroughputPoint};
 use sparecycles_protocol::{Millis, now_millis};
@@ -30,11 +30,25 @@ const SNAPSHOT_JOBS: u32 = 50;
 /// Minutes of throughput history.
 const HISTORY_MINUTES: usize = 60;
 
+/// How long counting events (results reported, units decided) of a job gather before they go
+/// out as one: a busy job otherwise sends an event per report and per transitioner pass, each a
+/// write to every open stream, and a wake-up of every browser and client reading it.
+const COALESCE: Duration = Duration::from_millis(100);
+
 /// The event bus and the latest snapshot (serialised once, shared by every stream).
 pub struct Hub {
     events: broadcast::Sender<Event>,
     snapshot: watch::Sender<Option<Arc<str>>>,
     closed: watch::Sender<bool>,
+    counts: Mutex<Counts>,
+}
+
+/// Counting events not sent yet, summed per job, and since when the oldest waits.
+#[derive(Default)]
+struct Counts {
+    since: Option<Instant>,
+    reported: HashMap<Uuid, u64>,
+    decided: HashMap<Uuid, u64>,
 }
 
 impl Default for Hub {
@@ -43,14 +57,55 @@ impl Default for Hub {
             events: broadcast::channel(EVENT_BUFFER).0,
             snapshot: watch::channel(None).0,
             closed: watch::channel(false).0,
+            counts: Mutex::default(),
         }
     }
 }
 
 impl Hub {
-    /// Publishes an event; nobody listening is fine.
+    /// Publishes an event; nobody listening is fine. Counting events of a job are summed for
+    /// up to `COALESCE` (see `flush_due`); any other event sends them first, so a stream never
+    /// sees a job's end before its last counts.
     pub fn emit(&self, event: Event) {
-        let _ = self.events.send(event);
+        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        let (job_id, count, table) = match event {
+            Event::ResultsReported { job_id, count } => (job_id, count, &mut counts.reported),
+            Event::UnitsDecided { job_id, count } => (job_id, count, &mut counts.decided),
+            other => {
+                self.send_counts(&mut counts);
+                let _ = self.events.send(other);
+                return;
+            }
+        };
+        *table.entry(job_id).or_default() += count;
+        let since = *counts.since.get_or_insert_with(Instant::now);
+        if since.elapsed() >= COALESCE {
+            self.send_counts(&mut counts);
+        }
+    }
+
+    /// Sends the summed counting events whose oldest waited `COALESCE`; called by a loop that
+    /// runs at least every second, so counts never wait long for the next event.
+    pub fn flush_due(&self) {
+        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        if counts
+            .since
+            .is_some_and(|since| since.elapsed() >= COALESCE)
+        {
+            self.send_counts(&mut counts);
+        }
+    }
+
+    fn send_counts(&self, counts: &mut Counts) {
+        if counts.since.take().is_none() {
+            return;
+        }
+        for (job_id, count) in counts.reported.drain() {
+            let _ = self.events.send(Event::ResultsReported { job_id, count });
+        }
+        for (job_id, count) in counts.decided.drain() {
+            let _ = self.events.send(Event::UnitsDecided { job_id, count });
+        }
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<Event> {
@@ -232,6 +287,61 @@ impl Decided {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counting_events_are_summed_and_sent_before_the_next_other_event() {
+        let hub = Hub::default();
+        let mut rx = hub.subscribe();
+        let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
+        hub.emit(Event::ResultsReported {
+            job_id: a,
+            count: 2,
+        });
+        hub.emit(Event::ResultsReported {
+            job_id: a,
+            count: 3,
+        });
+        hub.emit(Event::UnitsDecided {
+            job_id: b,
+            count: 4,
+        });
+        hub.flush_due();
+        assert!(rx.try_recv().is_err(), "nothing sent before COALESCE");
+        hub.emit(Event::JobChanged {
+            job_id: a,
+            state: sparecycles_protocol::JobState::Completed,
+        });
+        assert_eq!(
+            rx.try_recv().unwrap(),
+            Event::ResultsReported {
+                job_id: a,
+                count: 5
+            }
+        );
+        assert_eq!(
+            rx.try_recv().unwrap(),
+            Event::UnitsDecided {
+                job_id: b,
+                count: 4
+            }
+        );
+        assert!(matches!(rx.try_recv().unwrap(), Event::JobChanged { .. }));
+        // Counts alone go out once the oldest waited COALESCE.
+        hub.emit(Event::UnitsDecided {
+            job_id: b,
+            count: 1,
+        });
+        std::thread::sleep(COALESCE);
+        hub.flush_due();
+        assert_eq!(
+            rx.try_recv().unwrap(),
+            Event::UnitsDecided {
+                job_id: b,
+                count: 1
+            }
+        );
+        assert!(rx.try_recv().is_err());
+    }
 
     #[test]
     fn throughput_counts_deltas_per_minute() {

@@ -37,6 +37,8 @@ pub async fn run(state: AppState, shutdown: impl Future<Output = ()>) {
             Ok(false) => {}
             Err(e) => tracing::error!(error = %e, "cannot tell whether to lead the transitioner"),
         }
+        // On every coordinator, leading or not: their reports' counts wait here too.
+        state.hub().flush_due();
         tokio::select! {
             _ = &mut shutdown => return,
             _ = state.transitioner_woken() => {}
@@ -49,6 +51,7 @@ pub async fn run(state: AppState, shutdown: impl Future<Output = ()>) {
 pub async fn pass(state: &AppState, check_deadlines: bool) -> anyhow::Result<()> {
     let store = state.store();
     let mut new_work = false;
+    let mut complete = check_deadlines;
     if check_deadlines {
         let expired = store.expire_tasks(now_millis()).await?;
         new_work |= expired > 0;
@@ -115,13 +118,19 @@ pub async fn pass(state: &AppState, check_deadlines: bool) -> anyhow::Result<()>
             Decision::Failed { .. } => false,
         });
         let decided = crate::events::Decided::of(&verdicts);
-        store
+        complete |= store
             .apply_verdicts(verdicts, &state.settings().trust, now_millis())
             .await?;
         decided.publish(state);
     }
     if new_work {
         state.work_available();
+    }
+    // A job becomes ready when a verdict decides its last unit; the periodic pass also looks,
+    // for jobs left ready by an earlier process or a failed assembly. Not on every pass: most
+    // follow a single report, and the query was a store round trip each.
+    if !complete {
+        return Ok(());
     }
     for job in store.jobs_to_assemble().await? {
         assemble_job(state, &job).await?;

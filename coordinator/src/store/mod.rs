@@ -366,13 +366,14 @@ pub trait Store: Send + Sync + 'static {
     async fn dirty_units(&self, limit: u32) -> StoreResult<Vec<DirtyUnit>>;
     /// Writes verdicts: task validation, new tasks, unit and job counters; worker reputation
     /// (streaks, quotas, credit, bans), undoing units a caught liar decided alone; fails jobs
-    /// whose unit failed. Atomic.
+    /// whose unit failed. Atomic. True when the batch decided the last unit of a job, which
+    /// `jobs_to_assemble` then lists.
     async fn apply_verdicts(
         &self,
         verdicts: Vec<UnitVerdict>,
         policy: &crate::scheduler::trust::TrustPolicy,
         now: Millis,
-    ) -> StoreResult<()>;
+    ) -> StoreResult<bool>;
     /// Jobs whose every unit has a canonical result but are not yet assembled.
     async fn jobs_to_assemble(&self) -> StoreResult<Vec<JobRow>>;
     /// Canonical outputs of units `from_seq..` (at most `limit`), in unit order.

@@ -64,9 +64,11 @@ async fn verdicts_clear_only_unchanged_marks_and_decide_units(f: Fresh) {
         .iter()
         .map(|u| verdict(u, Decision::Pending { new_tasks: 0 }, false))
         .collect();
-    s.apply_verdicts(pending, &TrustPolicy::default(), NOW + 3)
+    let complete = s
+        .apply_verdicts(pending, &TrustPolicy::default(), NOW + 3)
         .await
         .unwrap();
+    assert!(!complete, "no unit was decided");
     let again = s.dirty_units(100).await.unwrap();
     assert_eq!(
         again.len(),
@@ -84,13 +86,15 @@ async fn verdicts_clear_only_unchanged_marks_and_decide_units(f: Fresh) {
         valid,
         invalid: vec![],
     };
-    s.apply_verdicts(
-        vec![verdict(u0, decided, false)],
-        &TrustPolicy::default(),
-        NOW + 4,
-    )
-    .await
-    .unwrap();
+    let complete = s
+        .apply_verdicts(
+            vec![verdict(u0, decided, false)],
+            &TrustPolicy::default(),
+            NOW + 4,
+        )
+        .await
+        .unwrap();
+    assert!(!complete, "two of the job's three units are still open");
     assert!(s.dirty_units(100).await.unwrap().is_empty());
     let row = s.job(j.id).await.unwrap().unwrap();
     assert_eq!(row.units_done, 1);
@@ -160,9 +164,11 @@ async fn assembly_reads_canonical_outputs_in_unit_order(f: Fresh) {
             verdict(u, d, false)
         })
         .collect();
-    s.apply_verdicts(verdicts, &TrustPolicy::default(), NOW + 20)
+    let complete = s
+        .apply_verdicts(verdicts, &TrustPolicy::default(), NOW + 20)
         .await
         .unwrap();
+    assert!(complete, "the batch decided the job's last unit");
     let ready: Vec<Uuid> = s
         .jobs_to_assemble()
         .await

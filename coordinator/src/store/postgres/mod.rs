@@ -449,7 +449,7 @@ impl Store for PostgresStore {
         verdicts: Vec<UnitVerdict>,
         policy: &TrustPolicy,
         now: Millis,
-    ) -> StoreResult<()> {
+    ) -> StoreResult<bool> {
         retry("apply_verdicts", || self.apply_once(&verdicts, policy, now)).await
     }
 

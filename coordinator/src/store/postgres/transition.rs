@@ -114,7 +114,7 @@ impl PostgresStore {
         verdicts: &[UnitVerdict],
         policy: &TrustPolicy,
         now: Millis,
-    ) -> StoreResult<()> {
+    ) -> StoreResult<bool> {
         let mut tx = self.pool.begin().await?;
         // The workers it may credit, then every unit of the batch, each in id order: see
         // `mark_changed` and `lock_workers`.
@@ -229,11 +229,12 @@ impl PostgresStore {
         for liar in trust::apply(&mut tx, deltas, policy, now).await? {
             trust::undo_solo(&mut tx, liar, now).await?;
         }
+        let mut complete = false;
         for (job, d) in jobs {
-            update_job(&mut tx, &job, &d, now).await?;
+            complete |= update_job(&mut tx, &job, &d, now).await?;
         }
         tx.commit().await?;
-        Ok(())
+        Ok(complete)
     }
 }
 
@@ -252,12 +253,12 @@ async fn update_job(
     job: &str,
     d: &JobDelta,
     now: Millis,
-) -> StoreResult<()> {
+) -> StoreResult<bool> {
     let decided = d.units_done + d.units_failed > 0;
-    sqlx::query(
+    let complete: Option<bool> = sqlx::query_scalar(
         "UPDATE jobs SET tasks_created = tasks_created + $1, units_done = units_done + $2, \
          units_failed = units_failed + $3, updated_at = CASE WHEN $4 THEN $5 ELSE updated_at END \
-         WHERE id = $6",
+         WHERE id = $6 RETURNING units_done = unit_count",
     )
     .bind(d.tasks_created)
     .bind(d.units_done)
@@ -265,7 +266,7 @@ async fn update_job(
     .bind(decided)
     .bind(now)
     .bind(job)
-    .execute(&mut *conn)
+    .fetch_optional(&mut *conn)
     .await?;
     if let Some(msg) = &d.error {
         sqlx::query(
@@ -283,5 +284,5 @@ async fn update_job(
             .execute(&mut *conn)
             .await?;
     }
-    Ok(())
+    Ok(d.units_done > 0 && complete == Some(true))
 }

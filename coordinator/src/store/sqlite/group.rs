@@ -86,7 +86,7 @@ pub(super) enum Op {
         verdicts: Vec<UnitVerdict>,
         policy: TrustPolicy,
         now: Millis,
-        reply: oneshot::Sender<StoreResult<()>>,
+        reply: oneshot::Sender<StoreResult<bool>>,
     },
     CreateJob {
         job: Box<NewJob>,
@@ -107,6 +107,8 @@ enum Done {
     Leased(Vec<LeasedTask>),
     Recorded(Vec<Uuid>),
     Applied,
+    /// Verdicts written; whether they decided a job's last unit.
+    Decided(bool),
     Expired(u64),
 }
 
@@ -129,10 +131,9 @@ impl Op {
                 policy,
                 now,
                 ..
-            } => {
-                super::verdicts::apply(conn, verdicts, policy, *now)?;
-                Ok(Done::Applied)
-            }
+            } => Ok(Done::Decided(super::verdicts::apply(
+                conn, verdicts, policy, *now,
+            )?)),
             Op::CreateJob { job, now, .. } => {
                 super::writes::insert_job(conn, job, *now)?;
                 Ok(Done::Applied)
@@ -148,15 +149,15 @@ impl Op {
         match (self, done) {
             (Op::Lease { reply, .. }, Ok(Done::Leased(v))) => drop(reply.send(Ok(v))),
             (Op::Record { reply, .. }, Ok(Done::Recorded(v))) => drop(reply.send(Ok(v))),
-            (Op::Verdicts { reply, .. } | Op::CreateJob { reply, .. }, Ok(Done::Applied)) => {
-                drop(reply.send(Ok(())))
+            (Op::Verdicts { reply, .. }, Ok(Done::Decided(complete))) => {
+                drop(reply.send(Ok(complete)))
             }
+            (Op::CreateJob { reply, .. }, Ok(Done::Applied)) => drop(reply.send(Ok(()))),
             (Op::Expire { reply, .. }, Ok(Done::Expired(n))) => drop(reply.send(Ok(n))),
             (Op::Lease { reply, .. }, Err(e)) => drop(reply.send(Err(e))),
             (Op::Record { reply, .. }, Err(e)) => drop(reply.send(Err(e))),
-            (Op::Verdicts { reply, .. } | Op::CreateJob { reply, .. }, Err(e)) => {
-                drop(reply.send(Err(e)))
-            }
+            (Op::Verdicts { reply, .. }, Err(e)) => drop(reply.send(Err(e))),
+            (Op::CreateJob { reply, .. }, Err(e)) => drop(reply.send(Err(e))),
             (Op::Expire { reply, .. }, Err(e)) => drop(reply.send(Err(e))),
             (Op::Close { reply }, _) => drop(reply.send(())),
             (op, Ok(_)) => op.answer(Err(StoreError::Corrupt("group commit mixed up".into()))),

@@ -563,7 +563,7 @@ impl Store for SqliteStore {
         verdicts: Vec<UnitVerdict>,
         policy: &TrustPolicy,
         now: Millis,
-    ) -> StoreResult<()> {
+    ) -> StoreResult<bool> {
         let (reply, answer) = tokio::sync::oneshot::channel();
         let op = group::Op::Verdicts {
             verdicts,

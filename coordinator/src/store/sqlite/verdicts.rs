@@ -34,7 +34,7 @@ pub(super) fn apply(
     verdicts: &[UnitVerdict],
     policy: &TrustPolicy,
     now: Millis,
-) -> StoreResult<()> {
+) -> StoreResult<bool> {
     let mut clear = Vec::new();
     let mut new_tasks: Vec<(String, String, i64, usize)> = Vec::new();
     let mut decided = Vec::new();
@@ -90,6 +90,7 @@ pub(super) fn apply(
 
     // Valid: decide the units still open, in one statement; only those count.
     let mut deltas = HashMap::new();
+    let mut complete = false;
     if !decided.is_empty() {
         let mut done = std::collections::HashSet::new();
         for id in conn
@@ -105,7 +106,16 @@ pub(super) fn apply(
             done.insert(parse_uuid(&id?, "id")?);
         }
         let effects = valid_effects(verdicts, |unit| done.contains(&unit));
-        bump_jobs(conn, "units_done", effects.units_done, now)?;
+        let mut bump = conn.prepare_cached(
+            "UPDATE jobs SET units_done = units_done + ?1, updated_at = ?2 WHERE id = ?3 \
+             RETURNING units_done = unit_count",
+        )?;
+        for (job, n) in effects.units_done {
+            let rows = bump.query_map(params![n, now, job.to_string()], |r| r.get::<_, bool>(0))?;
+            for row in rows {
+                complete |= row?;
+            }
+        }
         conn.prepare_cached(
             "UPDATE tasks SET state = 'aborted' WHERE state = 'unsent' \
              AND unit_id IN (SELECT value FROM json_each(?1))",
@@ -152,5 +162,5 @@ pub(super) fn apply(
     for liar in trust::apply(conn, deltas, policy, now)? {
         trust::undo_solo(conn, liar, now)?;
     }
-    Ok(())
+    Ok(complete)
 }
