@@ -142,12 +142,52 @@ async fn replicate(
     Ok(skipped)
 }
 
-/// The whole lease, inside the caller's transaction.
+/// A job whose lease reached the end of its created units: `grow` creates the next ones.
+#[derive(Debug)]
+pub(super) struct Frontier {
+    job_id: Uuid,
+    /// `units_created` as the lease read it.
+    seen: u64,
+    unit_count: u64,
+    target: u32,
+    adaptive: bool,
+    /// Tasks the lease still wanted.
+    want: u64,
+}
+
+/// Creates a job's next units (at least `batch_units`) in the caller's transaction, under the
+/// job row's lock, unless another lease already did; true when there are new units to lease.
+///
+/// Not inside a lease's transaction: one that held leased tasks while waiting for the job row
+/// deadlocked with another that held the row and, following an updated task to its newest
+/// version, waited for the first (PostgreSQL's log, W1 with 1,000 workers).
+pub(super) async fn grow(
+    conn: &mut PgConnection,
+    f: &Frontier,
+    batch_units: u64,
+    now: Millis,
+) -> StoreResult<bool> {
+    let created: i64 =
+        sqlx::query_scalar("SELECT units_created FROM jobs WHERE id = $1 FOR UPDATE")
+            .bind(f.job_id.to_string())
+            .fetch_one(&mut *conn)
+            .await?;
+    let created = created as u64;
+    if created != f.seen {
+        return Ok(created > f.seen);
+    }
+    let n = batch_units.max(f.want).min(f.unit_count - created);
+    materialize(conn, f.job_id, created, n, f.target, f.adaptive, now).await?;
+    Ok(n > 0)
+}
+
+/// The whole lease, inside the caller's transaction; also the jobs it found short of created
+/// units, for `grow`.
 pub(super) async fn lease(
     conn: &mut PgConnection,
     ask: &LeaseAsk<'_>,
     now: Millis,
-) -> StoreResult<Vec<LeasedTask>> {
+) -> StoreResult<(Vec<LeasedTask>, Vec<Frontier>)> {
     let worker = ask.worker.to_string();
     // Locks the worker's row until commit: one lease per worker at a time, whichever
     // coordinators its requests reach, so its quota and replica separation hold. Checked
@@ -162,12 +202,12 @@ pub(super) async fn lease(
     .fetch_optional(&mut *conn)
     .await?
     else {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), Vec::new()));
     };
     let room = row.try_get::<i64, _>("quota")? - row.try_get::<i64, _>("in_flight")?;
     let max = ask.max.min(room.max(0) as u32);
     if max == 0 {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), Vec::new()));
     }
     if let Some(owner) = ask.owner {
         // Two workers of one owner leasing at once on two coordinators must not both take a
@@ -192,6 +232,7 @@ pub(super) async fn lease(
     .await?;
     let mut leased = Vec::new();
     let mut touched = Vec::new();
+    let mut frontier = Vec::new();
     for job in &jobs {
         let want = max.saturating_sub(leased.len() as u32);
         if want == 0 {
@@ -208,21 +249,16 @@ pub(super) async fn lease(
         let unit_count = job.try_get::<i64, _>("unit_count")? as u64;
         let seen = job.try_get::<i64, _>("units_created")? as u64;
         if (got.len() as u32) < want && seen < unit_count {
-            // The frontier reached the end of the created units. Under the job row's lock,
-            // create the next batch, unless another coordinator just did.
-            let created: i64 =
-                sqlx::query_scalar("SELECT units_created FROM jobs WHERE id = $1 FOR UPDATE")
-                    .bind(&id)
-                    .fetch_one(&mut *conn)
-                    .await?;
-            let created = created as u64;
-            if created == seen {
-                let n = ask.batch_units.max(want as u64).min(unit_count - created);
-                let job_id = uuid_col(job, "id")?;
-                materialize(conn, job_id, created, n, target, adaptive, now).await?;
-            }
-            let more = want - got.len() as u32;
-            got.extend(lease_from_job(conn, &id, &worker, owner, more, now, deadline).await?);
+            // The frontier reached the end of the created units: the caller grows the job
+            // after this transaction.
+            frontier.push(Frontier {
+                job_id: uuid_col(job, "id")?,
+                seen,
+                unit_count,
+                target,
+                adaptive,
+                want: (want - got.len() as u32) as u64,
+            });
         }
         if got.is_empty() {
             continue;
@@ -254,5 +290,5 @@ pub(super) async fn lease(
         .execute(&mut *conn)
         .await?;
     }
-    Ok(leased)
+    Ok((leased, frontier))
 }

@@ -116,6 +116,23 @@ impl PostgresStore {
     }
 }
 
+impl PostgresStore {
+    /// One lease transaction: the tasks, and the jobs that ran out of created units.
+    async fn lease_once(
+        &self,
+        ask: &LeaseAsk<'_>,
+        now: Millis,
+    ) -> StoreResult<(Vec<LeasedTask>, Vec<lease::Frontier>)> {
+        retry("lease", || async {
+            let mut tx = self.pool.begin().await?;
+            let leased = lease::lease(&mut tx, ask, now).await?;
+            tx.commit().await?;
+            Ok(leased)
+        })
+        .await
+    }
+}
+
 /// Whether PostgreSQL aborted the transaction in a way that a second try can get through.
 fn retryable(e: &StoreError) -> bool {
     match e {
@@ -377,13 +394,37 @@ impl Store for PostgresStore {
     }
 
     async fn lease(&self, ask: LeaseAsk<'_>, now: Millis) -> StoreResult<Vec<LeasedTask>> {
-        retry("lease", || async {
-            let mut tx = self.pool.begin().await?;
-            let leased = lease::lease(&mut tx, &ask, now).await?;
-            tx.commit().await?;
-            Ok(leased)
-        })
-        .await
+        let (mut leased, frontier) = self.lease_once(&ask, now).await?;
+        if frontier.is_empty() || leased.len() as u32 >= ask.max {
+            return Ok(leased);
+        }
+        // Jobs whose created units ran out grow in transactions of their own (see
+        // `lease::grow`), then the lease takes the rest from them.
+        let mut grown = false;
+        for f in &frontier {
+            grown |= retry("grow", || async {
+                let mut tx = self.pool.begin().await?;
+                let grown = lease::grow(&mut tx, f, ask.batch_units, now).await?;
+                tx.commit().await?;
+                Ok(grown)
+            })
+            .await?;
+        }
+        if grown {
+            let rest = LeaseAsk {
+                max: ask.max - leased.len() as u32,
+                ..ask
+            };
+            match self.lease_once(&rest, now).await {
+                Ok((more, _)) => leased.extend(more),
+                // The first part is committed: the worker gets it, and asks again.
+                Err(e) if !leased.is_empty() => {
+                    tracing::warn!(error = %e, "leasing from grown jobs failed");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(leased)
     }
 
     async fn leased_to(
