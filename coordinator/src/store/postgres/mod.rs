@@ -181,7 +181,7 @@ pub(super) fn opt_uuid_col(row: &PgRow, col: &str) -> StoreResult<Option<Uuid>> 
 
 /// Marks `units` changed for the transitioner (only those still open when `open_only`).
 ///
-/// Rows are locked in id order, as `lock_units` does: transactions that each change several
+/// Rows are locked in id order, as `lock` does: transactions that each change several
 /// units then wait on each other at most in one direction and never deadlock (a deadlock
 /// costs PostgreSQL's `deadlock_timeout`, 1 s, before one side is aborted and retried).
 pub(super) async fn mark_changed(
@@ -203,28 +203,26 @@ pub(super) async fn mark_changed(
     Ok(())
 }
 
-/// Locks the rows of `workers` in id order. Transactions take workers before units: a lease
-/// and a report lock their worker first, and a batch of verdicts every worker it credits.
-pub(super) async fn lock_workers(conn: &mut PgConnection, workers: &[String]) -> StoreResult<()> {
-    if workers.is_empty() {
-        return Ok(());
-    }
-    sqlx::query("SELECT id FROM workers WHERE id = ANY($1) ORDER BY id FOR UPDATE")
-        .bind(workers)
-        .execute(&mut *conn)
-        .await?;
-    Ok(())
+/// Rows a transaction locks in id order, table by table, before changing them: workers
+/// first, then units (a lease and a report lock their worker first; a batch of verdicts every
+/// worker it may credit, then its units).
+#[derive(Clone, Copy)]
+pub(super) enum Rows {
+    Workers,
+    Units,
 }
 
-/// Locks `units` in id order, before a transaction changes them in statements of its own.
-pub(super) async fn lock_units(conn: &mut PgConnection, units: &[String]) -> StoreResult<()> {
-    if units.is_empty() {
+/// Locks `ids` of `rows` in id order, before a transaction changes them in statements of its
+/// own.
+pub(super) async fn lock(conn: &mut PgConnection, rows: Rows, ids: &[String]) -> StoreResult<()> {
+    if ids.is_empty() {
         return Ok(());
     }
-    sqlx::query("SELECT id FROM units WHERE id = ANY($1) ORDER BY id FOR UPDATE")
-        .bind(units)
-        .execute(&mut *conn)
-        .await?;
+    let sql = match rows {
+        Rows::Workers => "SELECT id FROM workers WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+        Rows::Units => "SELECT id FROM units WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+    };
+    sqlx::query(sql).bind(ids).execute(&mut *conn).await?;
     Ok(())
 }
 

@@ -102,7 +102,7 @@ impl PostgresStore {
     ) -> StoreResult<Vec<Uuid>> {
         let worker_s = worker.to_string();
         let mut tx = self.pool.begin().await?;
-        // The worker's row first, as a lease and a batch of verdicts take it (`lock_workers`).
+        // The worker's row first, as a lease and a batch of verdicts take it (`Rows`).
         sqlx::query("UPDATE workers SET last_seen = GREATEST(last_seen, $1) WHERE id = $2")
             .bind(now)
             .bind(&worker_s)

@@ -11,8 +11,7 @@ use uuid::Uuid;
 
 use super::jobs::insert_tasks;
 use super::{
-    PostgresStore, ids, job_state, lock_units, lock_workers, mark_changed, opt_uuid_col, trust,
-    uuid_col,
+    PostgresStore, Rows, ids, job_state, lock, mark_changed, opt_uuid_col, trust, uuid_col,
 };
 use crate::scheduler::trust::TrustPolicy;
 use crate::scheduler::validate::{Decision, TaskSnapshot, TaskState};
@@ -40,8 +39,13 @@ impl PostgresStore {
                 *per_worker.entry(w).or_default() += 1;
             }
         }
-        // Workers before units, as everywhere (`lock_workers`).
-        lock_workers(&mut tx, &per_worker.keys().cloned().collect::<Vec<_>>()).await?;
+        // Workers before units, as everywhere (`Rows`).
+        lock(
+            &mut tx,
+            Rows::Workers,
+            &per_worker.keys().cloned().collect::<Vec<_>>(),
+        )
+        .await?;
         mark_changed(&mut tx, &ids(&units), false).await?;
         for (w, n) in per_worker {
             trust::penalize(&mut tx, &w, n, "timeouts").await?;
@@ -117,13 +121,19 @@ impl PostgresStore {
     ) -> StoreResult<bool> {
         let mut tx = self.pool.begin().await?;
         // The workers it may credit, then every unit of the batch, each in id order: see
-        // `mark_changed` and `lock_workers`.
-        lock_workers(
+        // `Rows`.
+        lock(
             &mut tx,
+            Rows::Workers,
             &ids(valid_effects(verdicts, |_| true).workers.keys()),
         )
         .await?;
-        lock_units(&mut tx, &ids(verdicts.iter().map(|v| &v.unit_id))).await?;
+        lock(
+            &mut tx,
+            Rows::Units,
+            &ids(verdicts.iter().map(|v| &v.unit_id)),
+        )
+        .await?;
         let mut deltas = HashMap::new();
         let mut jobs: BTreeMap<String, JobDelta> = BTreeMap::new();
         // Set-based, as on SQLite: a statement per kind of change for the whole batch, not a

@@ -7,7 +7,7 @@ use sparecycles_protocol::Millis;
 use sqlx::{PgConnection, Row};
 use uuid::Uuid;
 
-use super::{ids, lock_units, mark_changed, uuid_col};
+use super::{Rows, ids, lock, mark_changed, uuid_col};
 use crate::scheduler::trust::{TrustPolicy, decay, quota_after_valid};
 use crate::store::{StoreResult, TrustDelta as Delta};
 
@@ -141,7 +141,7 @@ pub(super) async fn undo_solo(
     .execute(&mut *conn)
     .await?;
     let units = ids(&units);
-    lock_units(conn, &units).await?;
+    lock(conn, Rows::Units, &units).await?;
     sqlx::query(
         "UPDATE units SET state = 'open', canonical_task = NULL, solo = FALSE, replicated = TRUE, \
          dirty = dirty + 1 WHERE id = ANY($1)",
