@@ -20,6 +20,20 @@ use crate::store::{DirtyUnit, StoreError, StoreResult, UnitVerdict, valid_effect
 impl PostgresStore {
     pub(super) async fn expire_once(&self, now: Millis) -> StoreResult<u64> {
         let mut tx = self.pool.begin().await?;
+        // The overdue tasks' workers first, as a report takes its worker before its tasks
+        // (`Rows`): a report arriving as its task times out then waits, and never holds the
+        // task while this waits for the worker.
+        let workers: Vec<String> = sqlx::query_scalar(
+            "SELECT DISTINCT worker_id FROM tasks WHERE state = 'leased' AND deadline < $1 \
+             AND worker_id IS NOT NULL",
+        )
+        .bind(now)
+        .fetch_all(&mut *tx)
+        .await?;
+        if workers.is_empty() {
+            return Ok(0);
+        }
+        lock(&mut tx, Rows::Workers, &workers).await?;
         let rows = sqlx::query(
             "UPDATE tasks SET state = 'timed_out' WHERE state = 'leased' AND deadline < $1 \
              RETURNING unit_id, worker_id",
@@ -31,7 +45,6 @@ impl PostgresStore {
             return Ok(0);
         }
         let mut units = Vec::with_capacity(rows.len());
-        // In id order, as verdicts take workers.
         let mut per_worker: BTreeMap<String, i64> = BTreeMap::new();
         for r in &rows {
             units.push(uuid_col(r, "unit_id")?);
@@ -39,13 +52,6 @@ impl PostgresStore {
                 *per_worker.entry(w).or_default() += 1;
             }
         }
-        // Workers before units, as everywhere (`Rows`).
-        lock(
-            &mut tx,
-            Rows::Workers,
-            &per_worker.keys().cloned().collect::<Vec<_>>(),
-        )
-        .await?;
         mark_changed(&mut tx, &ids(&units), false).await?;
         for (w, n) in per_worker {
             trust::penalize(&mut tx, &w, n, "timeouts").await?;
