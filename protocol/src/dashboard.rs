@@ -53,9 +53,10 @@ pub struct Snapshot {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Event {
-    /// A worker reported results of a job.
+    /// Workers reported `count` results of a job (summed over up to 100 ms).
     ResultsReported { job_id: Uuid, count: u64 },
-    /// The transitioner decided units of a job (done or failed).
+    /// The transitioner decided `count` units of a job, done or failed (summed over up to
+    /// 100 ms).
     UnitsDecided { job_id: Uuid, count: u64 },
     /// A job was submitted or changed state.
     JobChanged { job_id: Uuid, state: JobState },

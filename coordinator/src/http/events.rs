@@ -36,7 +36,8 @@ struct Subscription {
     path = "/api/v1/events",
     tag = "dashboard",
     responses((status = 200, description = "Server-Sent Events: `snapshot` (a `Snapshot`) on \
-        connect and on changes, `update` (an `Event`) for each thing that happened", content_type = "text/event-stream")),
+        connect and on changes, `update` (an `Event`) for each thing that happened; a job's results \
+        reported and units decided are summed over up to 100 ms into one `update` each", content_type = "text/event-stream")),
 )]
 async fn events(
     State(state): State<AppState>,
