@@ -95,25 +95,42 @@ impl Connection {
 /// How much nicer than the process the async threads run when the store is embedded SQLite.
 const ASYNC_NICENESS: i32 = 10;
 
-/// Makes the calling thread (and the threads it starts) `ASYNC_NICENESS` nicer. With embedded
-/// SQLite every write goes through one writer thread, the serial part of dispatch; the async
-/// threads wake tens of thousands of times a second under load and kept preempting it (30,000
-/// involuntary switches in a 5 s W1 run). Nicer, they yield to it: W1 +12 %, lease latency
-/// no worse (issue 8, BENCHMARKS.md). Not with PostgreSQL, whose server processes do the
-/// writing. Returns whether it worked; failing is not fatal.
-pub fn yield_to_the_sqlite_writer() -> bool {
+/// Makes the calling thread `ASYNC_NICENESS` nicer than `base`, the process's niceness as the
+/// main thread read it before the runtime started. Absolute, not added to the caller's own: a
+/// thread started by a runtime thread (the blocking pool's) inherits the raised value, and
+/// adding to it made some threads 19. With embedded SQLite every write goes through one writer
+/// thread, the serial part of dispatch; the async threads wake tens of thousands of times a
+/// second under load and kept preempting it (30,000 involuntary switches in a 5 s W1 run).
+/// Nicer, they yield to it: W1 +12 %, lease latency no worse (issue 8, BENCHMARKS.md). Not
+/// with PostgreSQL, whose server processes do the writing. Returns whether it worked; failing
+/// is not fatal.
+pub fn yield_to_the_sqlite_writer(base: Option<i32>) -> bool {
     #[cfg(target_os = "linux")]
     {
-        use rustix::process::{getpriority_process, setpriority_process};
+        use rustix::process::setpriority_process;
+        let Some(base) = base else {
+            return false;
+        };
         let tid = rustix::thread::gettid();
-        match getpriority_process(Some(tid)) {
-            Ok(nice) => setpriority_process(Some(tid), (nice + ASYNC_NICENESS).min(19)).is_ok(),
-            Err(_) => false,
-        }
+        setpriority_process(Some(tid), (base + ASYNC_NICENESS).min(19)).is_ok()
     }
     #[cfg(not(target_os = "linux"))]
     {
+        let _ = base;
         false
+    }
+}
+
+/// The calling thread's niceness (on the main thread, before other threads start: the
+/// process's).
+fn own_niceness() -> Option<i32> {
+    #[cfg(target_os = "linux")]
+    {
+        rustix::process::getpriority_process(Some(rustix::thread::gettid())).ok()
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        None
     }
 }
 
@@ -135,8 +152,9 @@ pub fn main() -> ExitCode {
         _ => false,
     };
     if embedded_sqlite {
-        builder.on_thread_start(|| {
-            yield_to_the_sqlite_writer();
+        let base = own_niceness();
+        builder.on_thread_start(move || {
+            yield_to_the_sqlite_writer(base);
         });
     }
     let runtime = match builder.build() {

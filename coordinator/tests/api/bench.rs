@@ -88,11 +88,19 @@ fn thread_niceness(pid: u32) -> Vec<(String, i32)> {
 }
 
 /// With embedded SQLite the async threads run nicer than the process, so they do not keep
-/// preempting the one writer thread; with PostgreSQL they are left alone.
+/// preempting the one writer thread; with PostgreSQL they are left alone. Read after a job
+/// ran, so the blocking pool's threads (started by async threads, and named like them) exist.
 #[cfg(target_os = "linux")]
 #[test]
 fn async_threads_yield_to_the_sqlite_writer_only_on_sqlite() {
     let c = Coordinator::start();
+    // The load generator's job: 300 units, assembled on the blocking pool.
+    let out = run_bench(&c, &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let threads = thread_niceness(c.pid().unwrap());
     let main = threads.iter().find(|(n, _)| n == "coordinator").unwrap().1;
     let tokio: Vec<i32> = threads
