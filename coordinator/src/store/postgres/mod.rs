@@ -114,9 +114,7 @@ impl PostgresStore {
         }
         self.pool.close().await;
     }
-}
 
-impl PostgresStore {
     /// One lease transaction: the tasks, and the jobs that ran out of created units.
     async fn lease_once(
         &self,
@@ -192,14 +190,14 @@ pub(super) async fn mark_changed(
     if units.is_empty() {
         return Ok(());
     }
-    let sql = if open_only {
-        "UPDATE units SET dirty = dirty + 1 WHERE id IN \
-         (SELECT id FROM units WHERE id = ANY($1) AND state = 'open' ORDER BY id FOR UPDATE)"
-    } else {
-        "UPDATE units SET dirty = dirty + 1 WHERE id IN \
-         (SELECT id FROM units WHERE id = ANY($1) ORDER BY id FOR UPDATE)"
-    };
-    sqlx::query(sql).bind(units).execute(&mut *conn).await?;
+    sqlx::query(
+        "UPDATE units SET dirty = dirty + 1 WHERE id IN (SELECT id FROM units \
+         WHERE id = ANY($1) AND (NOT $2 OR state = 'open') ORDER BY id FOR UPDATE)",
+    )
+    .bind(units)
+    .bind(open_only)
+    .execute(&mut *conn)
+    .await?;
     Ok(())
 }
 

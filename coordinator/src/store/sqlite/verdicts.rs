@@ -14,19 +14,26 @@ use crate::scheduler::trust::TrustPolicy;
 use crate::scheduler::validate::Decision;
 use crate::store::{StoreResult, UnitVerdict, valid_effects};
 
-/// Adds `n` to a per-job counter column, one statement per job.
+/// Adds `n` to a per-job counter column, one statement per job; true when a job it bumped
+/// has every unit done.
 fn bump_jobs(
     conn: &Connection,
     column: &str,
     per_job: HashMap<Uuid, i64>,
     now: Millis,
-) -> StoreResult<()> {
-    let sql = format!("UPDATE jobs SET {column} = {column} + ?1, updated_at = ?2 WHERE id = ?3");
+) -> StoreResult<bool> {
+    let sql = format!(
+        "UPDATE jobs SET {column} = {column} + ?1, updated_at = ?2 WHERE id = ?3 \
+         RETURNING units_done = unit_count"
+    );
     let mut stmt = conn.prepare_cached(&sql)?;
+    let mut complete = false;
     for (job, n) in per_job {
-        stmt.execute(params![n, now, job.to_string()])?;
+        for row in stmt.query_map(params![n, now, job.to_string()], |r| r.get::<_, bool>(0))? {
+            complete |= row?;
+        }
     }
-    Ok(())
+    Ok(complete)
 }
 
 pub(super) fn apply(
@@ -106,16 +113,7 @@ pub(super) fn apply(
             done.insert(parse_uuid(&id?, "id")?);
         }
         let effects = valid_effects(verdicts, |unit| done.contains(&unit));
-        let mut bump = conn.prepare_cached(
-            "UPDATE jobs SET units_done = units_done + ?1, updated_at = ?2 WHERE id = ?3 \
-             RETURNING units_done = unit_count",
-        )?;
-        for (job, n) in effects.units_done {
-            let rows = bump.query_map(params![n, now, job.to_string()], |r| r.get::<_, bool>(0))?;
-            for row in rows {
-                complete |= row?;
-            }
-        }
+        complete = bump_jobs(conn, "units_done", effects.units_done, now)?;
         conn.prepare_cached(
             "UPDATE tasks SET state = 'aborted' WHERE state = 'unsent' \
              AND unit_id IN (SELECT value FROM json_each(?1))",
