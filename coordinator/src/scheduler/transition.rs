@@ -72,6 +72,8 @@ pub async fn pass(state: &AppState, check_deadlines: bool) -> anyhow::Result<()>
     }
     loop {
         let units = store.dirty_units(UNITS_PER_PASS).await?;
+        // Fewer than asked for: these are all (a report after the read wakes another pass).
+        let last = units.len() < UNITS_PER_PASS as usize;
         if units.is_empty() {
             break;
         }
@@ -122,6 +124,9 @@ pub async fn pass(state: &AppState, check_deadlines: bool) -> anyhow::Result<()>
             .apply_verdicts(verdicts, &state.settings().trust, now_millis())
             .await?;
         decided.publish(state);
+        if last {
+            break;
+        }
     }
     if new_work {
         state.work_available();

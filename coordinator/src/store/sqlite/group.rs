@@ -97,9 +97,25 @@ pub(super) enum Op {
         now: Millis,
         reply: oneshot::Sender<StoreResult<u64>>,
     },
+    /// A job's end: its result stored and the job completed, or the job failed. Here rather
+    /// than through the pool, whose write would wait for this thread's lock in sleeps of a
+    /// millisecond and more, at the end of every job.
+    Finish {
+        job_id: Uuid,
+        end: JobEnd,
+        now: Millis,
+        reply: oneshot::Sender<StoreResult<()>>,
+    },
     /// Ends the writer thread once the ops queued before it ran; the answer comes after its
     /// connection closed.
     Close { reply: oneshot::Sender<()> },
+}
+
+/// How a job ends.
+#[derive(Debug)]
+pub(super) enum JobEnd {
+    Completed { content_type: String, body: Vec<u8> },
+    Failed { reason: String },
 }
 
 /// What an op came to, before its transaction committed.
@@ -139,6 +155,12 @@ impl Op {
                 Ok(Done::Applied)
             }
             Op::Expire { now, .. } => Ok(Done::Expired(super::writes::expire(conn, *now)?)),
+            Op::Finish {
+                job_id, end, now, ..
+            } => {
+                super::writes::finish_job(conn, *job_id, end, *now)?;
+                Ok(Done::Applied)
+            }
             // Never run: the writer loop ends at it.
             Op::Close { .. } => Ok(Done::Applied),
         }
@@ -154,11 +176,13 @@ impl Op {
             }
             (Op::CreateJob { reply, .. }, Ok(Done::Applied)) => drop(reply.send(Ok(()))),
             (Op::Expire { reply, .. }, Ok(Done::Expired(n))) => drop(reply.send(Ok(n))),
+            (Op::Finish { reply, .. }, Ok(Done::Applied)) => drop(reply.send(Ok(()))),
             (Op::Lease { reply, .. }, Err(e)) => drop(reply.send(Err(e))),
             (Op::Record { reply, .. }, Err(e)) => drop(reply.send(Err(e))),
             (Op::Verdicts { reply, .. }, Err(e)) => drop(reply.send(Err(e))),
             (Op::CreateJob { reply, .. }, Err(e)) => drop(reply.send(Err(e))),
             (Op::Expire { reply, .. }, Err(e)) => drop(reply.send(Err(e))),
+            (Op::Finish { reply, .. }, Err(e)) => drop(reply.send(Err(e))),
             (Op::Close { reply }, _) => drop(reply.send(())),
             (op, Ok(_)) => op.answer(Err(StoreError::Corrupt("group commit mixed up".into()))),
         }

@@ -1,8 +1,8 @@
 //! The SQLite store: one file in the data dir, WAL mode. The writes on the path of every unit
-//! (leases, reports, verdicts, new jobs, expiry) run in group commits on a writer thread of
-//! their own, through rusqlite ([`group`]); the hot point reads run inline on connections of
-//! their own ([`quick`]). Everything else (migrations, the dashboard, rare writes such as
-//! enrolment or a job's state) goes through sqlx pools: one writer connection, whose rare
+//! or job (leases, reports, verdicts, new jobs, a job's end, expiry) run in group commits on a
+//! writer thread of their own, through rusqlite ([`group`]); the hot reads run on connections
+//! of their own ([`quick`]). Everything else (migrations, the dashboard, job lists, rare writes
+//! such as enrolment or a pause) goes through sqlx pools: one writer connection, whose rare
 //! transactions wait for the writer thread's lock, and a few readers. Through sqlx every
 //! statement is a hand-off to a connection thread and back; on the hot path those hand-offs,
 //! not SQLite, were most of the cost (issue 8, BENCHMARKS.md).
@@ -157,6 +157,17 @@ impl SqliteStore {
             .map_err(|e| StoreError::Corrupt(format!("bulk read: {e}")))?
     }
 
+    async fn finish(&self, job_id: Uuid, end: group::JobEnd, now: Millis) -> StoreResult<()> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let op = group::Op::Finish {
+            job_id,
+            end,
+            now,
+            reply,
+        };
+        self.grouped(op, answer).await
+    }
+
     /// Queues a grouped write and waits for its answer.
     async fn grouped<T>(
         &self,
@@ -187,45 +198,76 @@ pub(super) fn opt_uuid_col(row: &SqliteRow, col: &str) -> StoreResult<Option<Uui
     parse_opt_uuid(row.try_get(col)?, col)
 }
 
-fn json_col(row: &SqliteRow, col: &str) -> StoreResult<Value> {
-    let s: String = row.try_get(col)?;
-    serde_json::from_str(&s).map_err(|e| StoreError::Corrupt(format!("{col}: {e}")))
-}
-
 fn job_state(s: &str) -> StoreResult<JobState> {
     JobState::parse(s).ok_or_else(|| StoreError::Corrupt(format!("job state {s}")))
 }
 
-pub(super) fn job_from_row(row: &SqliteRow) -> StoreResult<JobRow> {
-    let state: String = row.try_get("state")?;
-    let u = |c: &str| -> StoreResult<u64> { Ok(row.try_get::<i64, _>(c)? as u64) };
-    let q = |c: &str| -> StoreResult<u32> { Ok(row.try_get::<i64, _>(c)? as u32) };
+/// A row's columns by name, through sqlx or rusqlite: one job mapping for both.
+pub(super) trait Columns {
+    fn int(&self, col: &str) -> StoreResult<i64>;
+    fn opt_int(&self, col: &str) -> StoreResult<Option<i64>>;
+    fn opt_text(&self, col: &str) -> StoreResult<Option<String>>;
+    fn text(&self, col: &str) -> StoreResult<String> {
+        self.opt_text(col)?
+            .ok_or_else(|| StoreError::Corrupt(format!("{col}: NULL")))
+    }
+}
+
+impl Columns for SqliteRow {
+    fn int(&self, col: &str) -> StoreResult<i64> {
+        Ok(self.try_get(col)?)
+    }
+    fn opt_int(&self, col: &str) -> StoreResult<Option<i64>> {
+        Ok(self.try_get(col)?)
+    }
+    fn opt_text(&self, col: &str) -> StoreResult<Option<String>> {
+        Ok(self.try_get(col)?)
+    }
+}
+
+impl Columns for rusqlite::Row<'_> {
+    fn int(&self, col: &str) -> StoreResult<i64> {
+        Ok(self.get(col)?)
+    }
+    fn opt_int(&self, col: &str) -> StoreResult<Option<i64>> {
+        Ok(self.get(col)?)
+    }
+    fn opt_text(&self, col: &str) -> StoreResult<Option<String>> {
+        Ok(self.get(col)?)
+    }
+}
+
+pub(super) fn job_from_row(row: &impl Columns) -> StoreResult<JobRow> {
+    let u = |c: &str| -> StoreResult<u64> { Ok(row.int(c)? as u64) };
+    let q = |c: &str| -> StoreResult<u32> { Ok(row.int(c)? as u32) };
+    let params = row.text("params")?;
     Ok(JobRow {
-        id: uuid_col(row, "id")?,
-        name: row.try_get("name")?,
-        app: row.try_get("app")?,
-        params: json_col(row, "params")?,
-        state: job_state(&state)?,
-        priority: row.try_get::<i64, _>("priority")? as i32,
+        id: parse_uuid(&row.text("id")?, "id")?,
+        name: row.text("name")?,
+        app: row.text("app")?,
+        params: serde_json::from_str(&params)
+            .map_err(|e| StoreError::Corrupt(format!("params: {e}")))?,
+        state: job_state(&row.text("state")?)?,
+        priority: row.int("priority")? as i32,
         redundancy: Redundancy {
             min_quorum: q("min_quorum")?,
             target_results: q("target_results")?,
             max_error_results: q("max_error_results")?,
             max_total_results: q("max_total_results")?,
-            adaptive: row.try_get::<i64, _>("adaptive")? != 0,
-            distinct_owners: row.try_get::<i64, _>("distinct_owners")? != 0,
+            adaptive: row.int("adaptive")? != 0,
+            distinct_owners: row.int("distinct_owners")? != 0,
         },
-        unit_timeout_ms: row.try_get("unit_timeout_ms")?,
+        unit_timeout_ms: row.int("unit_timeout_ms")?,
         unit_count: u("unit_count")?,
         units_created: u("units_created")?,
         units_done: u("units_done")?,
         units_failed: u("units_failed")?,
         tasks_created: u("tasks_created")?,
-        created_at: row.try_get("created_at")?,
-        updated_at: row.try_get("updated_at")?,
-        finished_at: row.try_get("finished_at")?,
-        error: row.try_get("error")?,
-        owner: opt_uuid_col(row, "owner")?,
+        created_at: row.int("created_at")?,
+        updated_at: row.int("updated_at")?,
+        finished_at: row.opt_int("finished_at")?,
+        error: row.opt_text("error")?,
+        owner: parse_opt_uuid(row.opt_text("owner")?, "owner")?,
     })
 }
 
@@ -254,13 +296,7 @@ impl Store for SqliteStore {
     }
 
     async fn job(&self, id: Uuid) -> StoreResult<Option<JobRow>> {
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"
-        )))
-        .bind(id.to_string())
-        .fetch_optional(&self.reader)
-        .await?;
-        row.as_ref().map(job_from_row).transpose()
+        self.quick.job(id)
     }
 
     async fn jobs(&self, limit: u32) -> StoreResult<Vec<JobRow>> {
@@ -325,16 +361,8 @@ impl Store for SqliteStore {
         if job_ids.is_empty() {
             return Ok(HashMap::new());
         }
-        let rows = sqlx::query(
-            "SELECT job_id, COUNT(DISTINCT unit_id) AS n FROM tasks WHERE state = 'leased' \
-             AND job_id IN (SELECT value FROM json_each(?1)) GROUP BY job_id",
-        )
-        .bind(id_list(job_ids))
-        .fetch_all(&self.reader)
-        .await?;
-        rows.iter()
-            .map(|r| Ok((uuid_col(r, "job_id")?, r.try_get::<i64, _>("n")? as u64)))
-            .collect()
+        let ids = id_list(job_ids);
+        self.read_in_bulk(move |q| q.units_in_progress(&ids)).await
     }
 
     async fn set_job_state(
@@ -575,13 +603,7 @@ impl Store for SqliteStore {
     }
 
     async fn jobs_to_assemble(&self) -> StoreResult<Vec<JobRow>> {
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {JOB_COLUMNS} FROM jobs WHERE state IN ('queued', 'running', 'paused') \
-             AND units_done = unit_count"
-        )))
-        .fetch_all(&self.reader)
-        .await?;
-        rows.iter().map(job_from_row).collect()
+        self.quick.jobs_to_assemble()
     }
 
     async fn canonical_outputs(
@@ -601,49 +623,22 @@ impl Store for SqliteStore {
         body: &[u8],
         now: Millis,
     ) -> StoreResult<()> {
-        let mut tx = self.writer.begin().await?;
-        sqlx::query(
-            "INSERT OR REPLACE INTO job_results (job_id, content_type, body, created_at) \
-             VALUES (?1, ?2, ?3, ?4)",
-        )
-        .bind(job_id.to_string())
-        .bind(content_type)
-        .bind(body)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
-            "UPDATE jobs SET state = 'completed', finished_at = ?1, updated_at = ?1 \
-             WHERE id = ?2 AND state IN ('queued', 'running', 'paused')",
-        )
-        .bind(now)
-        .bind(job_id.to_string())
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(())
+        let end = group::JobEnd::Completed {
+            content_type: content_type.to_owned(),
+            body: body.to_vec(),
+        };
+        self.finish(job_id, end, now).await
     }
 
     async fn fail_job(&self, job_id: Uuid, reason: &str, now: Millis) -> StoreResult<()> {
-        sqlx::query(
-            "UPDATE jobs SET state = 'failed', error = ?1, finished_at = ?2, updated_at = ?2 \
-             WHERE id = ?3 AND state IN ('queued', 'running', 'paused')",
-        )
-        .bind(reason)
-        .bind(now)
-        .bind(job_id.to_string())
-        .execute(&self.writer)
-        .await?;
-        Ok(())
+        let end = group::JobEnd::Failed {
+            reason: reason.to_owned(),
+        };
+        self.finish(job_id, end, now).await
     }
 
     async fn job_result(&self, job_id: Uuid) -> StoreResult<Option<(String, Vec<u8>)>> {
-        let row = sqlx::query("SELECT content_type, body FROM job_results WHERE job_id = ?1")
-            .bind(job_id.to_string())
-            .fetch_optional(&self.reader)
-            .await?;
-        row.map(|r| Ok((r.try_get("content_type")?, r.try_get("body")?)))
-            .transpose()
+        self.read_in_bulk(move |q| q.job_result(job_id)).await
     }
 
     async fn put_module(&self, sha256: &str, bytes: &[u8], now: Millis) -> StoreResult<bool> {

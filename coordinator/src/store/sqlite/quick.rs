@@ -3,9 +3,10 @@
 //! Each takes tens of microseconds; through sqlx it was a hand-off to a pool thread and back,
 //! whose thread wake-ups cost more than the read
 //! (issue 8, W1 profile: the reader threads switched 60,000 times in a 50,000-unit run).
-//! The transitioner's read of changed units and the assembler's read of canonical outputs run
-//! here too, on the blocking pool: through sqlx each of their thousands of rows was a hand-off
-//! of its own. The dashboard's reads stay on the pool.
+//! So does a job's row (every job page, and the transitioner's look for jobs to assemble).
+//! The transitioner's read of changed units, the assembler's read of canonical outputs, a
+//! job's result and its units in progress run here too, on the blocking pool: through sqlx
+//! each of their rows was a hand-off of its own. The dashboard's reads stay on the pool.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -17,9 +18,11 @@ use uuid::Uuid;
 use std::collections::HashMap;
 
 use super::lease::leased_at;
-use super::{id_list, job_state, parse_opt_uuid, parse_uuid};
+use super::{JOB_COLUMNS, id_list, job_from_row, job_state, parse_opt_uuid, parse_uuid};
 use crate::scheduler::validate::{TaskSnapshot, TaskState};
-use crate::store::{DirtyUnit, LeasedTask, ReportTarget, StoreError, StoreResult, WorkerRow};
+use crate::store::{
+    DirtyUnit, JobRow, LeasedTask, ReportTarget, StoreError, StoreResult, WorkerRow,
+};
 
 /// Idle connections kept for reuse; more are opened while more callers read at once.
 const KEEP: usize = 4;
@@ -103,6 +106,60 @@ impl QuickReads {
             idle.push(conn);
         }
         out
+    }
+
+    /// One job: the view of every job page, and the transitioner's after each assembly.
+    pub fn job(&self, id: Uuid) -> StoreResult<Option<JobRow>> {
+        self.with(|conn| {
+            let mut stmt =
+                conn.prepare_cached(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"))?;
+            let mut rows = stmt.query([id.to_string()])?;
+            rows.next()?.map(job_from_row).transpose()
+        })
+    }
+
+    /// Unfinished jobs whose every unit is done: one or two, right after the verdict that
+    /// decided their last unit.
+    pub fn jobs_to_assemble(&self) -> StoreResult<Vec<JobRow>> {
+        self.with(|conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {JOB_COLUMNS} FROM jobs WHERE state IN ('queued', 'running', 'paused') \
+                 AND units_done = unit_count"
+            ))?;
+            let mut rows = stmt.query([])?;
+            let mut out = Vec::new();
+            while let Some(r) = rows.next()? {
+                out.push(job_from_row(r)?);
+            }
+            Ok(out)
+        })
+    }
+
+    /// Units with a leased task, per job of `job_ids` (a JSON list).
+    pub fn units_in_progress(&self, job_ids: &str) -> StoreResult<HashMap<Uuid, u64>> {
+        self.with(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT job_id, COUNT(DISTINCT unit_id) FROM tasks WHERE state = 'leased' \
+                 AND job_id IN (SELECT value FROM json_each(?1)) GROUP BY job_id",
+            )?;
+            let mut rows = stmt.query([job_ids])?;
+            let mut out = HashMap::new();
+            while let Some(r) = rows.next()? {
+                let job = parse_uuid(&r.get::<_, String>(0)?, "job_id")?;
+                out.insert(job, r.get::<_, i64>(1)? as u64);
+            }
+            Ok(out)
+        })
+    }
+
+    /// A finished job's result: its content type and body.
+    pub fn job_result(&self, job_id: Uuid) -> StoreResult<Option<(String, Vec<u8>)>> {
+        self.with(|conn| {
+            let mut stmt = conn
+                .prepare_cached("SELECT content_type, body FROM job_results WHERE job_id = ?1")?;
+            let mut rows = stmt.query([job_id.to_string()])?;
+            rows.next()?.map(|r| Ok((r.get(0)?, r.get(1)?))).transpose()
+        })
     }
 
     pub fn worker_by_token_hash(&self, hash: &str) -> StoreResult<Option<WorkerRow>> {

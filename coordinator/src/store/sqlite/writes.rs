@@ -8,6 +8,7 @@ use serde_json::Value;
 use sparecycles_protocol::Millis;
 use uuid::Uuid;
 
+use super::group::JobEnd;
 use super::{id_list, parse_uuid, trust};
 use crate::store::{NewJob, Outcome, StoreResult};
 
@@ -163,6 +164,39 @@ pub(super) fn insert_job(conn: &Connection, job: &NewJob, now: Millis) -> StoreR
         job.redundancy.adaptive,
         now,
     )
+}
+
+/// Stores a job's result and completes it, or fails it, inside the caller's transaction; a job
+/// already finished (canceled meanwhile) keeps its state.
+pub(super) fn finish_job(
+    conn: &Connection,
+    job_id: Uuid,
+    end: &JobEnd,
+    now: Millis,
+) -> StoreResult<()> {
+    let id = job_id.to_string();
+    match end {
+        JobEnd::Completed { content_type, body } => {
+            conn.prepare_cached(
+                "INSERT OR REPLACE INTO job_results (job_id, content_type, body, created_at) \
+                 VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![id, content_type, body, now])?;
+            conn.prepare_cached(
+                "UPDATE jobs SET state = 'completed', finished_at = ?1, updated_at = ?1 \
+                 WHERE id = ?2 AND state IN ('queued', 'running', 'paused')",
+            )?
+            .execute(params![now, id])?;
+        }
+        JobEnd::Failed { reason } => {
+            conn.prepare_cached(
+                "UPDATE jobs SET state = 'failed', error = ?1, finished_at = ?2, updated_at = ?2 \
+                 WHERE id = ?3 AND state IN ('queued', 'running', 'paused')",
+            )?
+            .execute(params![reason, now, id])?;
+        }
+    }
+    Ok(())
 }
 
 /// Times out overdue leases and penalizes their workers, inside the caller's transaction.
