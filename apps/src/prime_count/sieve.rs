@@ -304,15 +304,19 @@ fn cross_small<const R: usize>(seg: &mut [u8], group: &mut [Small]) {
             let off = |k: usize| q * (WHEEL[k] as usize - 1) + T.turn[R][k];
             let (o1, o2, o3, o4, o5, o6, o7) =
                 (off(1), off(2), off(3), off(4), off(5), off(6), off(7));
+            // The offsets grow with k: checked once here, so that indexing a turn's window
+            // below needs no bounds check per multiple.
+            assert!(o1 < o2 && o2 < o3 && o3 < o4 && o4 < o5 && o5 < o6 && o6 < o7);
             while b + o7 < len {
-                seg[b] &= T.mask[R][0];
-                seg[b + o1] &= T.mask[R][1];
-                seg[b + o2] &= T.mask[R][2];
-                seg[b + o3] &= T.mask[R][3];
-                seg[b + o4] &= T.mask[R][4];
-                seg[b + o5] &= T.mask[R][5];
-                seg[b + o6] &= T.mask[R][6];
-                seg[b + o7] &= T.mask[R][7];
+                let turn = &mut seg[b..=b + o7];
+                turn[0] &= T.mask[R][0];
+                turn[o1] &= T.mask[R][1];
+                turn[o2] &= T.mask[R][2];
+                turn[o3] &= T.mask[R][3];
+                turn[o4] &= T.mask[R][4];
+                turn[o5] &= T.mask[R][5];
+                turn[o6] &= T.mask[R][6];
+                turn[o7] &= T.mask[R][7];
                 b += p;
             }
             // ...and the rest one at a time.
