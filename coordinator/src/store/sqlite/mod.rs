@@ -157,25 +157,25 @@ impl SqliteStore {
             .map_err(|e| StoreError::Corrupt(format!("bulk read: {e}")))?
     }
 
+    /// A job's end, as one of the grouped writes.
     async fn finish(&self, job_id: Uuid, end: group::JobEnd, now: Millis) -> StoreResult<()> {
-        let (reply, answer) = tokio::sync::oneshot::channel();
-        let op = group::Op::Finish {
+        self.grouped(|reply| group::Op::Finish {
             job_id,
             end,
             now,
             reply,
-        };
-        self.grouped(op, answer).await
+        })
+        .await
     }
 
-    /// Queues a grouped write and waits for its answer.
+    /// Queues the grouped write `op` makes of its reply channel, and waits for its answer.
     async fn grouped<T>(
         &self,
-        op: group::Op,
-        answer: tokio::sync::oneshot::Receiver<StoreResult<T>>,
+        op: impl FnOnce(tokio::sync::oneshot::Sender<StoreResult<T>>) -> group::Op,
     ) -> StoreResult<T> {
         let gone = || StoreError::Db(sqlx::Error::PoolClosed);
-        self.group.send(op).await.map_err(|_| gone())?;
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.group.send(op(reply)).await.map_err(|_| gone())?;
         answer.await.map_err(|_| gone())?
     }
 }
@@ -282,13 +282,12 @@ pub(super) fn id_list<'a>(ids: impl IntoIterator<Item = &'a Uuid>) -> String {
 impl Store for SqliteStore {
     async fn create_job(&self, job: NewJob, now: Millis) -> StoreResult<JobRow> {
         let id = job.id;
-        let (reply, answer) = tokio::sync::oneshot::channel();
-        let op = group::Op::CreateJob {
+        self.grouped(|reply| group::Op::CreateJob {
             job: Box::new(job),
             now,
             reply,
-        };
-        self.grouped(op, answer).await?;
+        })
+        .await?;
         // Committed before the answer came, so a reader's fresh snapshot holds it.
         self.job(id)
             .await?
@@ -449,13 +448,12 @@ impl Store for SqliteStore {
     }
 
     async fn lease(&self, ask: LeaseAsk<'_>, now: Millis) -> StoreResult<Vec<LeasedTask>> {
-        let (reply, answer) = tokio::sync::oneshot::channel();
-        let op = group::Op::Lease {
+        self.grouped(|reply| group::Op::Lease {
             ask: group::OwnedAsk::new(&ask),
             now,
             reply,
-        };
-        self.grouped(op, answer).await
+        })
+        .await
     }
 
     async fn leased_to(
@@ -527,14 +525,13 @@ impl Store for SqliteStore {
         results: Vec<(Uuid, Outcome)>,
         now: Millis,
     ) -> StoreResult<Vec<Uuid>> {
-        let (reply, answer) = tokio::sync::oneshot::channel();
-        let op = group::Op::Record {
+        self.grouped(|reply| group::Op::Record {
             worker,
             results,
             now,
             reply,
-        };
-        self.grouped(op, answer).await
+        })
+        .await
     }
 
     async fn spare_suspects(&self, who: Suspects) -> StoreResult<u64> {
@@ -578,8 +575,7 @@ impl Store for SqliteStore {
     }
 
     async fn expire_tasks(&self, now: Millis) -> StoreResult<u64> {
-        let (reply, answer) = tokio::sync::oneshot::channel();
-        self.grouped(group::Op::Expire { now, reply }, answer).await
+        self.grouped(|reply| group::Op::Expire { now, reply }).await
     }
 
     async fn dirty_units(&self, limit: u32) -> StoreResult<Vec<DirtyUnit>> {
@@ -592,14 +588,13 @@ impl Store for SqliteStore {
         policy: &TrustPolicy,
         now: Millis,
     ) -> StoreResult<bool> {
-        let (reply, answer) = tokio::sync::oneshot::channel();
-        let op = group::Op::Verdicts {
+        self.grouped(|reply| group::Op::Verdicts {
             verdicts,
             policy: policy.clone(),
             now,
             reply,
-        };
-        self.grouped(op, answer).await
+        })
+        .await
     }
 
     async fn jobs_to_assemble(&self) -> StoreResult<Vec<JobRow>> {

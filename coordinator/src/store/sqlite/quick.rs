@@ -113,8 +113,9 @@ impl QuickReads {
         self.with(|conn| {
             let mut stmt =
                 conn.prepare_cached(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"))?;
-            let mut rows = stmt.query([id.to_string()])?;
-            rows.next()?.map(job_from_row).transpose()
+            stmt.query_and_then([id.to_string()], |r| job_from_row(r))?
+                .next()
+                .transpose()
         })
     }
 
@@ -126,12 +127,7 @@ impl QuickReads {
                 "SELECT {JOB_COLUMNS} FROM jobs WHERE state IN ('queued', 'running', 'paused') \
                  AND units_done = unit_count"
             ))?;
-            let mut rows = stmt.query([])?;
-            let mut out = Vec::new();
-            while let Some(r) = rows.next()? {
-                out.push(job_from_row(r)?);
-            }
-            Ok(out)
+            stmt.query_and_then([], |r| job_from_row(r))?.collect()
         })
     }
 
@@ -178,12 +174,7 @@ impl QuickReads {
             let mut stmt = conn.prepare_cached(&format!(
                 "SELECT {WORKER_COLUMNS} FROM workers ORDER BY created_at"
             ))?;
-            let mut rows = stmt.query([])?;
-            let mut out = Vec::new();
-            while let Some(r) = rows.next()? {
-                out.push(worker_at(r)?);
-            }
-            Ok(out)
+            stmt.query_and_then([], worker_at)?.collect()
         })
     }
 
@@ -203,12 +194,11 @@ impl QuickReads {
                    AND t.deadline > ?3 AND u.state = 'open' AND j.state IN ('queued', 'running') \
                  ORDER BY t.id",
             )?;
-            let mut rows = stmt.query(rusqlite::params![worker.to_string(), leased_before, now])?;
-            let mut out = Vec::new();
-            while let Some(r) = rows.next()? {
-                out.push(leased_at(r)?);
-            }
-            Ok(out)
+            stmt.query_and_then(
+                rusqlite::params![worker.to_string(), leased_before, now],
+                leased_at,
+            )?
+            .collect()
         })
     }
 
