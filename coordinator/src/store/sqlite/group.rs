@@ -200,6 +200,7 @@ pub(super) fn spawn(path: &Path) -> StoreResult<mpsc::Sender<Op>> {
     conn.pragma_update(None, "cache_size", -65536)?;
     conn.busy_timeout(Duration::from_secs(10))?;
     conn.set_prepared_statement_cache_capacity(64);
+    super::plan_once(&conn)?;
     // Checkpoints run beside the writer (see `checkpointer`), not inside its commits.
     conn.pragma_update(None, "wal_autocheckpoint", 0)?;
     let checkpointer = Checkpointer::start(path)?;

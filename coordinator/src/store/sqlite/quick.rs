@@ -85,6 +85,7 @@ impl QuickReads {
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
         conn.busy_timeout(Duration::from_secs(10))?;
+        super::plan_once(&conn)?;
         Ok(conn)
     }
 
