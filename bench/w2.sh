@@ -4,7 +4,7 @@
 # The job's end is seen on the coordinator's event stream (no polling error). Same code as the
 # W2 part of bench/run.sh.
 #
-#   bash bench/w2.sh                      # W2_END=2e9, 200 units, 5 rounds
+#   bash bench/w2.sh                      # W2_END=2e9, 200 units, 15 rounds
 #   W2_END=1000000000 W2_UNITS=100 W2_ROUNDS=5 bash bench/w2.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
