@@ -183,12 +183,15 @@ async fn two_coordinators_share_one_postgres_database() {
         b.worker("b1", 1),
         b.worker("b2", 1),
     ];
+    // A job of a few seconds of CPU: a worker of the other coordinator that was already
+    // waiting for work hears of it at its lease's next recheck (up to a second later), and a
+    // job that the first two workers could finish within that second left it nothing to do.
     let job = a
         .api()
         .submit(&spec(json!({
-            "name": "pi(2e7) on two coordinators",
+            "name": "pi(1e10) on two coordinators",
             "app": "prime-count",
-            "params": {"start": 0, "end": 20_000_000u64, "unit_size": 200_000},
+            "params": {"start": 0, "end": 10_000_000_000u64, "unit_size": 100_000_000},
             "redundancy": {"min_quorum": 2, "adaptive": false}
         })))
         .await;
@@ -197,7 +200,7 @@ async fn two_coordinators_share_one_postgres_database() {
     assert_eq!(done.state, JobState::Completed, "{done:?}");
     assert_eq!(
         b.api().result_json(job.id).await,
-        json!({"count": 1_270_607})
+        json!({"count": 455_052_511})
     );
     assert_eq!(a.api().job(job.id).await.state, JobState::Completed);
     check_leases(&pool, job.id, 100, 2).await;
