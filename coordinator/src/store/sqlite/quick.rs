@@ -139,13 +139,11 @@ impl QuickReads {
                 "SELECT job_id, COUNT(DISTINCT unit_id) FROM tasks WHERE state = 'leased' \
                  AND job_id IN (SELECT value FROM json_each(?1)) GROUP BY job_id",
             )?;
-            let mut rows = stmt.query([job_ids])?;
-            let mut out = HashMap::new();
-            while let Some(r) = rows.next()? {
+            stmt.query_and_then([job_ids], |r| {
                 let job = parse_uuid(&r.get::<_, String>(0)?, "job_id")?;
-                out.insert(job, r.get::<_, i64>(1)? as u64);
-            }
-            Ok(out)
+                Ok((job, r.get::<_, i64>(1)? as u64))
+            })?
+            .collect()
         })
     }
 
