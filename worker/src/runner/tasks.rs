@@ -19,7 +19,8 @@ pub(crate) struct Tasks {
     inner: Mutex<Inner>,
     /// Signaled when tasks were added to the buffer (wakes the dispatcher).
     pub(crate) work: Notify,
-    /// Signaled when the buffer or the compute slot emptied (wakes the lease loop).
+    /// Signaled when the lease loop should look again: a unit ended with the tasks held at or
+    /// below its watermark, or tasks were dropped (wakes the lease loop).
     pub(crate) space: Notify,
     /// Signaled when computing resumes (wakes a lease loop waiting out a pause).
     resumed: Notify,
@@ -38,6 +39,8 @@ struct Inner {
     unit_secs: Option<f64>,
     /// How many tasks the coordinator lets this worker hold (`None` until it says).
     quota: Option<usize>,
+    /// The prefetch the lease loop asked with last (see [`Tasks::wanted`]).
+    prefetch: usize,
 }
 
 /// Enough buffered work to cover this long: short units are leased many at a time, so the
@@ -61,6 +64,21 @@ pub(crate) struct Current {
 }
 
 impl Inner {
+    /// See [`Tasks::wanted`].
+    fn wanted(&self) -> usize {
+        let held = self.queue.len() + self.current.len();
+        let by_time = self.unit_secs.map_or(0, |secs| {
+            (BUFFER_TIME_SECS / secs.max(1e-6)).ceil() as usize
+        });
+        let mut target = 1 + self.prefetch.max(by_time).min(MAX_HELD - 1);
+        if let Some(quota) = self.quota {
+            // Asking past the quota only gets a few tasks per call as results free room.
+            target = target.min(quota.max(1));
+        }
+        let low = if target > 4 { target / 2 } else { target - 1 };
+        if held > low { 0 } else { target - held }
+    }
+
     fn holds(&self, id: Uuid) -> bool {
         self.current.iter().any(|c| c.task.task_id == id)
             || self.queue.iter().any(|t| t.task_id == id)
@@ -91,17 +109,8 @@ impl Tasks {
     pub(crate) fn wanted(&self, prefetch: usize, now: Millis) -> usize {
         let mut inner = self.lock();
         inner.drop_expired(now);
-        let held = inner.queue.len() + inner.current.len();
-        let by_time = inner.unit_secs.map_or(0, |secs| {
-            (BUFFER_TIME_SECS / secs.max(1e-6)).ceil() as usize
-        });
-        let mut target = 1 + prefetch.max(by_time).min(MAX_HELD - 1);
-        if let Some(quota) = inner.quota {
-            // Asking past the quota only gets a few tasks per call as results free room.
-            target = target.min(quota.max(1));
-        }
-        let low = if target > 4 { target / 2 } else { target - 1 };
-        if held > low { 0 } else { target - held }
+        inner.prefetch = prefetch;
+        inner.wanted()
     }
 
     /// Notes the coordinator's quota for this worker, for sizing the buffer.
@@ -167,7 +176,12 @@ impl Tasks {
         if inner.current.len() >= inner.slots.max(1) {
             return None;
         }
+        let buffered = inner.queue.len();
         inner.drop_expired(now);
+        if inner.queue.len() < buffered && inner.wanted() > 0 {
+            // Expired tasks dropped: fewer are held now.
+            self.space.notify_one();
+        }
         if !ok(inner.queue.front()?) {
             return None;
         }
@@ -180,8 +194,8 @@ impl Tasks {
             wind_down: Default::default(),
             resumed_from: None,
         });
-        drop(inner);
-        self.space.notify_one();
+        // No wake-up of the lease loop: a buffered task became current, the count held is the
+        // same.
         Some((task, ctx))
     }
 
@@ -259,8 +273,13 @@ impl Tasks {
     pub(crate) fn finish(&self, task_id: Uuid) {
         let mut inner = self.lock();
         inner.current.retain(|c| c.task.task_id != task_id);
+        // Only when the lease loop has something to ask for: waking it after every unit took
+        // a core from the units computing (two wake-ups of the async runtime per unit, W2).
+        let wake = inner.wanted() > 0;
         drop(inner);
-        self.space.notify_one();
+        if wake {
+            self.space.notify_one();
+        }
     }
 
     /// Progress of every held task: the current ones' fractions, 0 for buffered ones.
@@ -368,6 +387,52 @@ mod tests {
         assert_eq!(progress[1].task_id, b.task_id);
         tasks.finish(a.task_id);
         assert_eq!(tasks.start_next(0).unwrap().0.task_id, b.task_id);
+    }
+
+    /// Whether the lease loop was signaled since it last looked.
+    async fn lease_loop_woken(tasks: &Tasks) -> bool {
+        tokio::time::timeout(std::time::Duration::ZERO, tasks.space.notified())
+            .await
+            .is_ok()
+    }
+
+    #[tokio::test]
+    async fn the_lease_loop_wakes_only_at_its_watermark() {
+        let tasks = Tasks::default();
+        tasks.set_slots(2);
+        tasks.record_duration(std::time::Duration::from_secs(30));
+        // Prefetch 3: hold 4, lease again when 3 or fewer are held.
+        assert_eq!(tasks.wanted(3, 0), 4);
+        let held: Vec<_> = (0..4).map(|_| task(100)).collect();
+        tasks.add(held.clone());
+        assert_eq!(tasks.wanted(3, 0), 0);
+        lease_loop_woken(&tasks).await;
+        // Units starting and ending above the watermark leave it asleep.
+        tasks.start_next(0).unwrap();
+        tasks.start_next(0).unwrap();
+        assert!(
+            !lease_loop_woken(&tasks).await,
+            "a task started: as many held"
+        );
+        tasks.add(vec![task(100)]);
+        tasks.finish(held[0].task_id);
+        assert!(
+            !lease_loop_woken(&tasks).await,
+            "4 held, above the watermark"
+        );
+        tasks.finish(held[1].task_id);
+        assert!(lease_loop_woken(&tasks).await, "3 held: time to lease");
+        assert_eq!(tasks.wanted(3, 0), 1);
+    }
+
+    #[tokio::test]
+    async fn dropping_expired_tasks_wakes_the_lease_loop() {
+        let tasks = Tasks::default();
+        tasks.add(vec![task(10), task(10), task(1000)]);
+        assert_eq!(tasks.wanted(2, 0), 0);
+        lease_loop_woken(&tasks).await;
+        tasks.start_next(50).unwrap();
+        assert!(lease_loop_woken(&tasks).await, "two expired tasks dropped");
     }
 
     #[test]
