@@ -222,7 +222,7 @@ async fn build(state: &AppState, throughput: &mut Throughput) -> anyhow::Result<
 /// After a report: counts the recorded results and tells the dashboard which jobs moved.
 pub fn results_recorded(
     state: &AppState,
-    targets: &[ReportTarget],
+    targets: &HashMap<Uuid, &ReportTarget>,
     successes: &HashSet<Uuid>,
     recorded: &[Uuid],
 ) {
@@ -232,7 +232,7 @@ pub fn results_recorded(
         if successes.contains(id) {
             ok += 1;
         }
-        if let Some(t) = targets.iter().find(|t| t.task_id == *id) {
+        if let Some(t) = targets.get(id) {
             *per_job.entry(t.job_id).or_default() += 1;
         }
     }

@@ -1,6 +1,6 @@
 //! The worker protocol: enroll, lease, heartbeat, report (see README.md, "Worker protocol").
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, State};
@@ -24,7 +24,7 @@ use crate::auth::{Admin, WORKER_PREFIX, WorkerAuth, generate_token, hash_token};
 use crate::http::error::{ApiError, ApiJson};
 use crate::scheduler::trust::{self, initial_quota};
 use crate::state::AppState;
-use crate::store::{LeaseAsk, LeasedTask, NewWorker, Outcome, Suspects, WorkerRow};
+use crate::store::{LeaseAsk, LeasedTask, NewWorker, Outcome, ReportTarget, Suspects, WorkerRow};
 
 /// Largest accepted report body: many results, some of them image tiles.
 const REPORT_BODY_LIMIT: usize = 64 * 1024 * 1024;
@@ -578,6 +578,8 @@ async fn report(
     }
     let ids: Vec<Uuid> = req.results.iter().map(|r| r.task_id).collect();
     let targets = state.store().report_targets(&ids).await?;
+    // By task: a report may carry a thousand results.
+    let by_task: HashMap<Uuid, &ReportTarget> = targets.iter().map(|t| (t.task_id, t)).collect();
     let mut refused = Vec::new();
     let mut to_record = Vec::new();
     let mut seen = HashSet::new();
@@ -590,7 +592,7 @@ async fn report(
             refused.push(refuse("the same task appears twice in this report".into()));
             continue;
         }
-        let Some(target) = targets.iter().find(|t| t.task_id == result.task_id) else {
+        let Some(target) = by_task.get(&result.task_id) else {
             refused.push(refuse("unknown task".into()));
             continue;
         };
@@ -669,7 +671,7 @@ async fn report(
             });
         }
     }
-    crate::events::results_recorded(&state, &targets, &successes, &recorded);
+    crate::events::results_recorded(&state, &by_task, &successes, &recorded);
     if !recorded.is_empty() {
         state.wake_transitioner();
     }
