@@ -563,18 +563,17 @@ def w3_once(tmp, suspect, kill_at):
     kill = kill_at is not None
     rec = {"suspect_after_s": suspect, "kill_at_s": kill_at, "workers": f"2 x {cores} cores"}
     try:
-        victim = c.worker("w3-a", cores, wextra)
-        c.worker("w3-b", cores, wextra)
+        procs = {name: c.worker(name, cores, wextra) for name in ("w3-a", "w3-b")}
         c.wait_workers(2)
 
         def tick(t):
             if kill and "killed_at_s" not in rec and t >= kill_at:
-                # Only a worker holding units tests recovery: in a job this short the other
-                # worker may have leased every unit left, and killing an idle one costs nothing.
-                held = next((w["in_flight"] for w in c.api.call("GET", "/api/v1/workers")
-                             if w["name"] == "w3-a"), 0)
+                # The worker holding more units dies: only one holding units tests recovery,
+                # and in a job this short one worker may have leased every unit left.
+                held, name = max((w["in_flight"], w["name"]) for w in c.api.call("GET", "/api/v1/workers")
+                                 if w["name"] in procs)
                 if held > 0:
-                    os.kill(victim.pid, signal.SIGKILL)
+                    os.kill(procs[name].pid, signal.SIGKILL)
                     rec["killed_at_s"] = round(t, 3)
                     rec["victim_held"] = held
 
@@ -582,7 +581,7 @@ def w3_once(tmp, suspect, kill_at):
         rec.update(wall_s=wall, count=count, correct=count == PI.get(W2_END, count) and count is not None,
                    state=view["state"], tasks_created=view.get("tasks_created"))
         if kill and "killed_at_s" not in rec:
-            rec["note"] = "job finished before the kill time, or with the victim holding no units"
+            rec["note"] = "job finished before the kill time, or with no worker holding units"
         return rec
     finally:
         c.stop()
@@ -874,7 +873,7 @@ def report(res):
         bw3, bw3n = best(pr, "w3_s", higher=False)
         ok = "correct" if r["correct"] else f"WRONG/none ({r['state']})"
         killed = (f"killed at {r['killed_at_s']} s holding {r.get('victim_held')} tasks" if r.get("killed_at_s") is not None
-                  else "kill missed: done first, or the worker held no units")
+                  else "kill missed: done first, or no worker held units")
         L.append(f"| W3 fault, suspect-after {r['suspect_after_s']} s | time to a correct answer, one of two "
                  f"workers SIGKILLed | {fmt(r['wall_s'], 2)} s, {ok}, {killed} (no kill: {fmt(r['no_kill_s'], 2)} s, "
                  f"{r['extra_s']:+.2f} s) | {fmt(bw3, 2)} s ({bw3n or '-'}) | "
