@@ -29,7 +29,7 @@ pub(crate) async fn lease_loop(shared: Arc<Shared>) {
                 _ = stop.wait() => return,
             }
         }
-        let wanted = shared.tasks.wanted(shared.config.prefetch, now_millis());
+        let wanted = shared.tasks.wanted(now_millis());
         if wanted == 0 {
             tokio::select! {
                 _ = shared.tasks.space.notified() => continue,

@@ -134,9 +134,9 @@ pub async fn run(
     let modules = crate::modules::Modules::new(state_root.join("modules"), config.modules.clone());
     let shared = Arc::new(Shared {
         modules,
+        tasks: Tasks::new(config.prefetch),
         config,
         session,
-        tasks: Tasks::default(),
         stop,
         checkpoints,
         control: control::Control::default(),

@@ -39,7 +39,7 @@ struct Inner {
     unit_secs: Option<f64>,
     /// How many tasks the coordinator lets this worker hold (`None` until it says).
     quota: Option<usize>,
-    /// The prefetch the lease loop asked with last (see [`Tasks::wanted`]).
+    /// Tasks to hold beyond the one computing, whatever the units' size (see [`Tasks::wanted`]).
     prefetch: usize,
 }
 
@@ -84,8 +84,9 @@ impl Inner {
             || self.queue.iter().any(|t| t.task_id == id)
     }
 
-    /// Drops buffered tasks that can no longer be reported in time.
-    fn drop_expired(&mut self, now: Millis) {
+    /// Drops buffered tasks that can no longer be reported in time; whether it dropped any.
+    fn drop_expired(&mut self, now: Millis) -> bool {
+        let before = self.queue.len();
         self.queue.retain(|t| {
             let alive = t.deadline > now;
             if !alive {
@@ -93,10 +94,18 @@ impl Inner {
             }
             alive
         });
+        self.queue.len() < before
     }
 }
 
 impl Tasks {
+    /// An empty holding that keeps `prefetch` tasks beyond the one computing.
+    pub(crate) fn new(prefetch: usize) -> Self {
+        let tasks = Tasks::default();
+        tasks.lock().prefetch = prefetch;
+        tasks
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         // A panic while holding this lock leaves plain data behind; keep going.
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
@@ -106,11 +115,19 @@ impl Tasks {
     /// enough to hold the target again. The target is `1 + prefetch` tasks, or more when units
     /// are short (see [`BUFFER_TIME_SECS`]); the watermark keeps short units from costing one
     /// lease call each.
-    pub(crate) fn wanted(&self, prefetch: usize, now: Millis) -> usize {
+    pub(crate) fn wanted(&self, now: Millis) -> usize {
         let mut inner = self.lock();
         inner.drop_expired(now);
-        inner.prefetch = prefetch;
         inner.wanted()
+    }
+
+    /// Signals the lease loop when it has something to ask for, and only then: each signal
+    /// wakes the async runtime on a core the units compute on, and a signal per unit started
+    /// and ended cost short units more than their results' reports (issue 8, W2).
+    fn signal_if_wanted(&self, inner: &Inner) {
+        if inner.wanted() > 0 {
+            self.space.notify_one();
+        }
     }
 
     /// Notes the coordinator's quota for this worker, for sizing the buffer.
@@ -176,11 +193,9 @@ impl Tasks {
         if inner.current.len() >= inner.slots.max(1) {
             return None;
         }
-        let buffered = inner.queue.len();
-        inner.drop_expired(now);
-        if inner.queue.len() < buffered && inner.wanted() > 0 {
-            // Expired tasks dropped: fewer are held now.
-            self.space.notify_one();
+        if inner.drop_expired(now) {
+            // Fewer are held now.
+            self.signal_if_wanted(&inner);
         }
         if !ok(inner.queue.front()?) {
             return None;
@@ -273,13 +288,7 @@ impl Tasks {
     pub(crate) fn finish(&self, task_id: Uuid) {
         let mut inner = self.lock();
         inner.current.retain(|c| c.task.task_id != task_id);
-        // Only when the lease loop has something to ask for: waking it after every unit took
-        // a core from the units computing (two wake-ups of the async runtime per unit, W2).
-        let wake = inner.wanted() > 0;
-        drop(inner);
-        if wake {
-            self.space.notify_one();
-        }
+        self.signal_if_wanted(&inner);
     }
 
     /// Progress of every held task: the current ones' fractions, 0 for buffered ones.
@@ -369,16 +378,16 @@ mod tests {
 
     #[test]
     fn buffer_fills_to_target_and_runs_in_order() {
-        let tasks = Tasks::default();
+        let tasks = Tasks::new(2);
         // Prefetch 2: hold 3, lease again when 2 or fewer are held.
-        assert_eq!(tasks.wanted(2, 0), 3);
+        assert_eq!(tasks.wanted(0), 3);
         let (a, b) = (task(100), task(100));
         tasks.add(vec![a.clone(), b.clone(), a.clone()]);
-        assert_eq!(tasks.wanted(2, 0), 1);
+        assert_eq!(tasks.wanted(0), 1);
         let (first, ctx) = tasks.start_next(0).unwrap();
         assert_eq!(first.task_id, a.task_id);
         assert!(tasks.start_next(0).is_none(), "one unit at a time");
-        assert_eq!(tasks.wanted(2, 0), 1);
+        assert_eq!(tasks.wanted(0), 1);
         ctx.set_total(4);
         ctx.advance(1);
         let progress = tasks.progress();
@@ -398,14 +407,14 @@ mod tests {
 
     #[tokio::test]
     async fn the_lease_loop_wakes_only_at_its_watermark() {
-        let tasks = Tasks::default();
+        let tasks = Tasks::new(3);
         tasks.set_slots(2);
         tasks.record_duration(std::time::Duration::from_secs(30));
         // Prefetch 3: hold 4, lease again when 3 or fewer are held.
-        assert_eq!(tasks.wanted(3, 0), 4);
+        assert_eq!(tasks.wanted(0), 4);
         let held: Vec<_> = (0..4).map(|_| task(100)).collect();
         tasks.add(held.clone());
-        assert_eq!(tasks.wanted(3, 0), 0);
+        assert_eq!(tasks.wanted(0), 0);
         lease_loop_woken(&tasks).await;
         // Units starting and ending above the watermark leave it asleep.
         tasks.start_next(0).unwrap();
@@ -422,14 +431,14 @@ mod tests {
         );
         tasks.finish(held[1].task_id);
         assert!(lease_loop_woken(&tasks).await, "3 held: time to lease");
-        assert_eq!(tasks.wanted(3, 0), 1);
+        assert_eq!(tasks.wanted(0), 1);
     }
 
     #[tokio::test]
     async fn dropping_expired_tasks_wakes_the_lease_loop() {
-        let tasks = Tasks::default();
+        let tasks = Tasks::new(2);
         tasks.add(vec![task(10), task(10), task(1000)]);
-        assert_eq!(tasks.wanted(2, 0), 0);
+        assert_eq!(tasks.wanted(0), 0);
         lease_loop_woken(&tasks).await;
         tasks.start_next(50).unwrap();
         assert!(lease_loop_woken(&tasks).await, "two expired tasks dropped");
@@ -472,10 +481,10 @@ mod tests {
 
     #[test]
     fn expired_tasks_are_skipped() {
-        let tasks = Tasks::default();
+        let tasks = Tasks::new(1);
         let (old, fresh) = (task(10), task(1000));
         tasks.add(vec![old, fresh.clone()]);
-        assert_eq!(tasks.wanted(1, 50), 1);
+        assert_eq!(tasks.wanted(50), 1);
         assert_eq!(tasks.start_next(50).unwrap().0.task_id, fresh.task_id);
     }
 
@@ -496,41 +505,41 @@ mod tests {
 
     #[test]
     fn long_units_keep_the_configured_prefetch() {
-        let tasks = Tasks::default();
+        let tasks = Tasks::new(2);
         tasks.record_duration(std::time::Duration::from_secs(30));
-        assert_eq!(tasks.wanted(2, 0), 3);
+        assert_eq!(tasks.wanted(0), 3);
         tasks.add(vec![task(100)]);
-        assert_eq!(tasks.wanted(2, 0), 2);
+        assert_eq!(tasks.wanted(0), 2);
         tasks.add(vec![task(100), task(100)]);
-        assert_eq!(tasks.wanted(2, 0), 0);
+        assert_eq!(tasks.wanted(0), 0);
     }
 
     #[test]
     fn short_units_are_leased_many_at_a_time_below_a_watermark() {
-        let tasks = Tasks::default();
+        let tasks = Tasks::new(2);
         tasks.record_duration(std::time::Duration::from_millis(2));
         // 0.5 s of 2 ms units is 250 tasks, capped at MAX_HELD.
-        assert_eq!(tasks.wanted(2, 0), MAX_HELD);
+        assert_eq!(tasks.wanted(0), MAX_HELD);
         let held: Vec<_> = (0..150).map(|_| task(100)).collect();
         tasks.add(held.clone());
         // Above the watermark (half the target): a finished unit costs no lease call.
-        assert_eq!(tasks.wanted(2, 0), 0);
+        assert_eq!(tasks.wanted(0), 0);
         let gone: Vec<Uuid> = held[..60].iter().map(|t| t.task_id).collect();
         tasks.abort(&gone);
-        assert_eq!(tasks.wanted(2, 0), MAX_HELD - 90);
+        assert_eq!(tasks.wanted(0), MAX_HELD - 90);
     }
 
     #[test]
     fn the_quota_caps_the_buffer() {
-        let tasks = Tasks::default();
+        let tasks = Tasks::new(2);
         tasks.record_duration(std::time::Duration::from_millis(2));
         tasks.set_quota(Some(8));
-        assert_eq!(tasks.wanted(2, 0), 8);
+        assert_eq!(tasks.wanted(0), 8);
         tasks.add((0..5).map(|_| task(100)).collect());
-        assert_eq!(tasks.wanted(2, 0), 0, "above half the quota");
+        assert_eq!(tasks.wanted(0), 0, "above half the quota");
         tasks.set_quota(None);
         assert_eq!(
-            tasks.wanted(2, 0),
+            tasks.wanted(0),
             0,
             "an answer without a quota keeps the last one"
         );
