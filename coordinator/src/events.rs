@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use crate::scheduler::validate::Decision;
 use crate::state::AppState;
-use crate::store::{ReportTarget, UnitVerdict};
+use crate::store::{Recorded, ReportTarget, UnitVerdict};
 
 /// Events buffered per subscriber; a slower one skips ahead (the next snapshot catches it up).
 const EVENT_BUFFER: usize = 1024;
@@ -219,16 +219,17 @@ async fn build(state: &AppState, throughput: &mut Throughput) -> anyhow::Result<
     })
 }
 
-/// After a report: counts the recorded results and tells the dashboard which jobs moved.
+/// After a report: counts the recorded results and the units they decided on the spot, and
+/// tells the dashboard which jobs moved.
 pub fn results_recorded(
     state: &AppState,
     targets: &HashMap<Uuid, &ReportTarget>,
     successes: &HashSet<Uuid>,
-    recorded: &[Uuid],
+    recorded: &Recorded,
 ) {
     let mut per_job: HashMap<Uuid, u64> = HashMap::new();
     let mut ok = 0u64;
-    for id in recorded {
+    for id in &recorded.tasks {
         if successes.contains(id) {
             ok += 1;
         }
@@ -236,12 +237,22 @@ pub fn results_recorded(
             *per_job.entry(t.job_id).or_default() += 1;
         }
     }
-    let failed = recorded.len() as u64 - ok;
+    let failed = recorded.tasks.len() as u64 - ok;
     metrics::counter!(crate::metrics::RESULTS_REPORTED, "outcome" => "success").increment(ok);
     metrics::counter!(crate::metrics::RESULTS_REPORTED, "outcome" => "error").increment(failed);
     for (job_id, count) in per_job {
         state.emit(Event::ResultsReported { job_id, count });
     }
+    if recorded.decided.is_empty() {
+        return;
+    }
+    let mut done = 0;
+    for &(job_id, count) in &recorded.decided {
+        done += count;
+        state.emit(Event::UnitsDecided { job_id, count });
+    }
+    metrics::counter!(crate::metrics::UNITS_DONE).increment(done);
+    metrics::counter!(crate::metrics::RESULTS_VALID).increment(recorded.valid);
 }
 
 /// What a batch of verdicts decided, counted before the batch goes to the store.

@@ -1,6 +1,7 @@
 //! The state every handler and background loop shares.
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use sparecycles_apps::{App, Plan};
@@ -61,6 +62,8 @@ struct Inner {
     /// Compiled modules by SHA-256 (compiling is the slow part; modules never change).
     modules: Mutex<HashMap<String, Arc<WasmApp>>>,
     transition: Notify,
+    /// A report decided a job's last unit: the transitioner's next pass assembles it.
+    job_done: std::sync::atomic::AtomicBool,
     /// Wakes leases waiting for work (new job, resumed job, tasks handed back or reissued).
     work: Notify,
     /// Set at shutdown: waiting leases return at once so the server can drain.
@@ -83,6 +86,7 @@ impl AppState {
                 jobs: Mutex::new(HashMap::new()),
                 modules: Mutex::new(HashMap::new()),
                 transition: Notify::new(),
+                job_done: Default::default(),
                 work: Notify::new(),
                 closing: Default::default(),
                 shutdown: Notify::new(),
@@ -122,6 +126,17 @@ impl AppState {
     /// Wakes the transitioner (after results arrive or leases come up short).
     pub fn wake_transitioner(&self) {
         self.inner.transition.notify_one();
+    }
+
+    /// A report decided a job's last unit: wakes the transitioner to assemble it.
+    pub fn job_done(&self) {
+        self.inner.job_done.store(true, Ordering::Release);
+        self.inner.transition.notify_one();
+    }
+
+    /// Whether a report decided a job's last unit since the last call.
+    pub fn take_job_done(&self) -> bool {
+        self.inner.job_done.swap(false, Ordering::AcqRel)
     }
 
     pub async fn transitioner_woken(&self) {

@@ -643,6 +643,17 @@ async fn report(
                     )))
                 };
                 match checked {
+                    // Quorum 1: this result alone decides its unit (unless the app's
+                    // comparison would not even accept it against itself).
+                    Ok(())
+                        if info.redundancy.min_quorum == 1
+                            && info.app.compare(&info.params, output, output) =>
+                    {
+                        Outcome::Decisive {
+                            output: output.clone(),
+                            credit: info.plan.unit_work(target.unit_seq),
+                        }
+                    }
                     Ok(()) => Outcome::Success(output.clone()),
                     // A malformed output is the worker's error, not a refusal: it counts.
                     Err(e) => {
@@ -656,15 +667,16 @@ async fn report(
     let wanted: Vec<Uuid> = to_record.iter().map(|(id, _)| *id).collect();
     let successes: HashSet<Uuid> = to_record
         .iter()
-        .filter(|(_, o)| matches!(o, Outcome::Success(_)))
+        .filter(|(_, o)| o.is_success())
         .map(|(id, _)| *id)
         .collect();
     let recorded = state
         .store()
-        .record_results(worker.id, to_record, now_millis())
+        .record_results(worker.id, to_record, &state.settings().trust, now_millis())
         .await?;
+    let accepted: HashSet<Uuid> = recorded.tasks.iter().copied().collect();
     for id in wanted {
-        if !recorded.contains(&id) {
+        if !accepted.contains(&id) {
             refused.push(RefusedResult {
                 task_id: id,
                 reason: "the task changed state while this report was processed".into(),
@@ -672,11 +684,18 @@ async fn report(
         }
     }
     crate::events::results_recorded(&state, &by_task, &successes, &recorded);
-    if !recorded.is_empty() {
+    if recorded.pending {
         state.wake_transitioner();
     }
+    if recorded.job_done {
+        state.job_done();
+    }
+    if !recorded.decided.is_empty() {
+        // A valid result may have raised the worker's quota (as after a verdict).
+        state.work_available();
+    }
     Ok(Json(ReportResponse {
-        accepted: recorded,
+        accepted: recorded.tasks,
         refused,
     }))
 }

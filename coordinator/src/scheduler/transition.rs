@@ -51,7 +51,8 @@ pub async fn run(state: AppState, shutdown: impl Future<Output = ()>) {
 pub async fn pass(state: &AppState, check_deadlines: bool) -> anyhow::Result<()> {
     let store = state.store();
     let mut new_work = false;
-    let mut complete = check_deadlines;
+    // Before the reads below: a job a report completes after this wakes another pass.
+    let mut complete = check_deadlines | state.take_job_done();
     if check_deadlines {
         let expired = store.expire_tasks(now_millis()).await?;
         new_work |= expired > 0;

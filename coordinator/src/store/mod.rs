@@ -169,7 +169,37 @@ pub struct ReportTarget {
 #[derive(Debug, Clone)]
 pub enum Outcome {
     Success(Value),
+    /// A success that decides its unit alone (its job's quorum is 1, the app's comparison
+    /// accepts the output), worth `credit`. The store may decide the unit as it records the
+    /// result, when nothing else about the unit awaits the transitioner, or leave it to the
+    /// transitioner like any success; the verdict is the same.
+    Decisive {
+        output: Value,
+        credit: f64,
+    },
     Error(String),
+}
+
+impl Outcome {
+    pub fn is_success(&self) -> bool {
+        !matches!(self, Outcome::Error(_))
+    }
+}
+
+/// What recording a report's results did.
+#[derive(Debug, Default, Clone)]
+pub struct Recorded {
+    /// The tasks whose results were recorded.
+    pub tasks: Vec<Uuid>,
+    /// Units decided on the spot by decisive results, per job: (job, units).
+    pub decided: Vec<(Uuid, u64)>,
+    /// Results found valid on the spot (one per decided unit, unless a report carried two
+    /// results of one unit).
+    pub valid: u64,
+    /// Some recorded results were left to the transitioner.
+    pub pending: bool,
+    /// A decided unit was its job's last: the job awaits assembly.
+    pub job_done: bool,
 }
 
 /// A unit the transitioner must decide, with all its tasks.
@@ -347,13 +377,17 @@ pub trait Store: Send + Sync + 'static {
     /// The tasks named in a report, with what is needed to accept or refuse each.
     async fn report_targets(&self, tasks: &[Uuid]) -> StoreResult<Vec<ReportTarget>>;
     /// Records results of tasks leased to `worker` (still leased or timed out, unit undecided)
-    /// and marks their units for the transitioner. Returns the ids actually recorded.
+    /// and marks their units for the transitioner, or decides a unit on the spot for a
+    /// [`Outcome::Decisive`] result (with the task's validation, the job's count and the
+    /// worker's reputation, as a verdict would) when no other change of the unit awaits the
+    /// transitioner. Atomic.
     async fn record_results(
         &self,
         worker: Uuid,
         results: Vec<(Uuid, Outcome)>,
+        policy: &crate::scheduler::trust::TrustPolicy,
         now: Millis,
-    ) -> StoreResult<Vec<Uuid>>;
+    ) -> StoreResult<Recorded>;
 
     /// Marks the leased tasks of the `who` workers as suspect, so their units get a spare
     /// task; returns how many.

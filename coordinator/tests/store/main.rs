@@ -39,6 +39,20 @@ pub async fn lease(store: &dyn Store, w: Uuid, max: u32, now: Millis) -> Vec<Lea
         .expect("lease")
 }
 
+/// Records results with the default trust policy; the tasks recorded.
+pub async fn record(
+    store: &dyn Store,
+    w: Uuid,
+    results: Vec<(Uuid, Outcome)>,
+    now: Millis,
+) -> Vec<Uuid> {
+    store
+        .record_results(w, results, &Default::default(), now)
+        .await
+        .expect("record results")
+        .tasks
+}
+
 pub fn success(n: u64) -> Outcome {
     Outcome::Success(serde_json::json!({ "count": n }))
 }
@@ -201,27 +215,20 @@ async fn results_are_recorded_once_and_only_for_their_worker(f: Fresh) {
     );
     let got = lease(s, a, 10, NOW).await;
     let t0 = got[0].task_id;
-    let refused = s
-        .record_results(b, vec![(t0, success(4))], NOW + 1)
-        .await
-        .unwrap();
+    let refused = record(s, b, vec![(t0, success(4))], NOW + 1).await;
     assert!(refused.is_empty(), "not b's task");
-    let ok = s
-        .record_results(
-            a,
-            vec![
-                (t0, success(4)),
-                (got[1].task_id, Outcome::Error("oom".into())),
-            ],
-            NOW + 2,
-        )
-        .await
-        .unwrap();
+    let ok = record(
+        s,
+        a,
+        vec![
+            (t0, success(4)),
+            (got[1].task_id, Outcome::Error("oom".into())),
+        ],
+        NOW + 2,
+    )
+    .await;
     assert_eq!(ok, vec![t0, got[1].task_id]);
-    let twice = s
-        .record_results(a, vec![(t0, success(5))], NOW + 3)
-        .await
-        .unwrap();
+    let twice = record(s, a, vec![(t0, success(5))], NOW + 3).await;
     assert!(twice.is_empty(), "already reported");
     let targets = s.report_targets(&[t0]).await.unwrap();
     assert_eq!(targets.len(), 1);
@@ -272,10 +279,7 @@ async fn expired_tasks_time_out_and_late_results_still_count(f: Fresh) {
     let dirty = s.dirty_units(10).await.unwrap();
     assert_eq!(dirty.len(), 1);
     assert_eq!(dirty[0].tasks.len(), 2);
-    let late = s
-        .record_results(a, vec![(got[0].task_id, success(1))], NOW + 62_000)
-        .await
-        .unwrap();
+    let late = record(s, a, vec![(got[0].task_id, success(1))], NOW + 62_000).await;
     assert_eq!(
         late,
         vec![got[0].task_id],

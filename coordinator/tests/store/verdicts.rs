@@ -8,7 +8,7 @@ use sparecycles_protocol::JobState;
 use uuid::Uuid;
 
 use crate::harness::{Fresh, apps, job, redundancy, worker};
-use crate::{NOW, lease, success};
+use crate::{NOW, lease, record, success};
 
 fn verdict(u: &DirtyUnit, decision: Decision, solo: bool) -> UnitVerdict {
     UnitVerdict {
@@ -35,7 +35,7 @@ async fn compute_all(s: &dyn Store, a: Uuid, b: Uuid) {
             .iter()
             .map(|t| (t.task_id, success(t.unit_seq)))
             .collect();
-        s.record_results(w, results, NOW + 10).await.unwrap();
+        record(s, w, results, NOW + 10).await;
     }
 }
 
@@ -51,15 +51,13 @@ async fn verdicts_clear_only_unchanged_marks_and_decide_units(f: Fresh) {
         .iter()
         .map(|t| (t.task_id, success(t.unit_seq)))
         .collect();
-    s.record_results(a, results, NOW + 1).await.unwrap();
+    record(s, a, results, NOW + 1).await;
     let seen = s.dirty_units(100).await.unwrap();
     assert_eq!(seen.len(), 3);
     // b reports unit 0 after the transitioner read it: the mark must survive the verdict.
     let got_b = lease(s, b, 10, NOW).await;
     let b0 = got_b.iter().find(|t| t.unit_seq == 0).unwrap().task_id;
-    s.record_results(b, vec![(b0, success(0))], NOW + 2)
-        .await
-        .unwrap();
+    record(s, b, vec![(b0, success(0))], NOW + 2).await;
     let pending = seen
         .iter()
         .map(|u| verdict(u, Decision::Pending { new_tasks: 0 }, false))
@@ -104,10 +102,7 @@ async fn verdicts_clear_only_unchanged_marks_and_decide_units(f: Fresh) {
         assert!((w.credit - 2.5).abs() < 1e-9);
     }
     // A late result for a decided unit is refused.
-    let late = s
-        .record_results(b, vec![(b0, success(9))], NOW + 5)
-        .await
-        .unwrap();
+    let late = record(s, b, vec![(b0, success(9))], NOW + 5).await;
     assert!(late.is_empty());
     // More tasks for a pending unit, then a failed unit fails its job.
     let u1 = s.dirty_units(100).await.unwrap();
@@ -222,9 +217,7 @@ async fn a_caught_liar_loses_what_it_decided_alone(f: Fresh) {
         2,
         "not replicated"
     );
-    s.record_results(liar, vec![(solo[0].task_id, success(0))], NOW + 1)
-        .await
-        .unwrap();
+    record(s, liar, vec![(solo[0].task_id, success(0))], NOW + 1).await;
     let units = s.dirty_units(10).await.unwrap();
     assert!(!units[0].replicated);
     let t = units[0].tasks[0].id;
@@ -246,12 +239,8 @@ async fn a_caught_liar_loses_what_it_decided_alone(f: Fresh) {
     let mine = lease(s, liar, 10, NOW).await;
     assert_eq!(s.job(j.id).await.unwrap().unwrap().tasks_created, 3);
     let theirs = lease(s, honest, 10, NOW).await;
-    s.record_results(liar, vec![(mine[0].task_id, success(666))], NOW + 3)
-        .await
-        .unwrap();
-    s.record_results(honest, vec![(theirs[0].task_id, success(1))], NOW + 3)
-        .await
-        .unwrap();
+    record(s, liar, vec![(mine[0].task_id, success(666))], NOW + 3).await;
+    record(s, honest, vec![(theirs[0].task_id, success(1))], NOW + 3).await;
     let u = s.dirty_units(10).await.unwrap();
     let d = Decision::Pending { new_tasks: 0 };
     let mut v = verdict(&u[0], d, false);

@@ -29,8 +29,8 @@ mod trust;
 pub use lead::LEADER_LOCK_KEY;
 
 use super::{
-    DirtyUnit, JobRow, LeaseAsk, LeasedTask, NewJob, NewWorker, Outcome, ReportTarget, Store,
-    StoreError, StoreResult, Suspects, UnitVerdict, WorkerRow,
+    DirtyUnit, JobRow, LeaseAsk, LeasedTask, NewJob, NewWorker, Outcome, Recorded, ReportTarget,
+    Store, StoreError, StoreResult, Suspects, UnitVerdict, WorkerRow,
 };
 use crate::scheduler::trust::TrustPolicy;
 
@@ -460,8 +460,11 @@ impl Store for PostgresStore {
         &self,
         worker: Uuid,
         results: Vec<(Uuid, Outcome)>,
+        _policy: &TrustPolicy,
         now: Millis,
-    ) -> StoreResult<Vec<Uuid>> {
+    ) -> StoreResult<Recorded> {
+        // Every unit goes to the transitioner (the leader's, with several coordinators): the
+        // decision on the spot is the SQLite store's, for its single writer's sake.
         retry("record_results", || self.record_once(worker, &results, now)).await
     }
 

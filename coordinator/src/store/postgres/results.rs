@@ -6,7 +6,7 @@ use sqlx::Row;
 use uuid::Uuid;
 
 use super::{PostgresStore, ids, job_state, mark_changed, opt_uuid_col, trust, uuid_col};
-use crate::store::{Outcome, ReportTarget, StoreResult, Suspects};
+use crate::store::{Outcome, Recorded, ReportTarget, StoreResult, Suspects};
 
 impl PostgresStore {
     pub(super) async fn heartbeat_tasks(
@@ -99,7 +99,7 @@ impl PostgresStore {
         worker: Uuid,
         results: &[(Uuid, Outcome)],
         now: Millis,
-    ) -> StoreResult<Vec<Uuid>> {
+    ) -> StoreResult<Recorded> {
         let worker_s = worker.to_string();
         let mut tx = self.pool.begin().await?;
         // The worker's row first, as a lease and a batch of verdicts take it (`Rows`).
@@ -113,7 +113,9 @@ impl PostgresStore {
         let mut units = Vec::with_capacity(results.len());
         for (task, outcome) in results {
             let (state, output, error) = match outcome {
-                Outcome::Success(v) => ("success", Some(v.to_string()), None),
+                Outcome::Success(v) | Outcome::Decisive { output: v, .. } => {
+                    ("success", Some(v.to_string()), None)
+                }
                 Outcome::Error(e) => ("error", None, Some(e.as_str())),
             };
             let unit: Option<String> = sqlx::query_scalar(
@@ -132,9 +134,7 @@ impl PostgresStore {
             .await?;
             if let Some(unit) = unit {
                 units.push(unit);
-                if matches!(outcome, Outcome::Error(_)) {
-                    errors += 1;
-                }
+                errors += !outcome.is_success() as i64;
                 recorded.push(*task);
             }
         }
@@ -144,7 +144,11 @@ impl PostgresStore {
             trust::penalize(&mut tx, &worker_s, errors, "errors").await?;
         }
         tx.commit().await?;
-        Ok(recorded)
+        Ok(Recorded {
+            pending: !recorded.is_empty(),
+            tasks: recorded,
+            ..Recorded::default()
+        })
     }
 
     pub(super) async fn spare_once(&self, who: Suspects) -> StoreResult<u64> {

@@ -22,7 +22,9 @@ use sparecycles_protocol::Millis;
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
-use super::super::{LeaseAsk, LeasedTask, NewJob, Outcome, StoreError, StoreResult, UnitVerdict};
+use super::super::{
+    LeaseAsk, LeasedTask, NewJob, Outcome, Recorded, StoreError, StoreResult, UnitVerdict,
+};
 use crate::scheduler::trust::TrustPolicy;
 
 /// Most calls in one transaction: bounds how long the first of them waits for the last.
@@ -77,8 +79,9 @@ pub(super) enum Op {
     Record {
         worker: Uuid,
         results: Vec<(Uuid, Outcome)>,
+        policy: TrustPolicy,
         now: Millis,
-        reply: oneshot::Sender<StoreResult<Vec<Uuid>>>,
+        reply: oneshot::Sender<StoreResult<Recorded>>,
     },
     /// The transitioner's verdicts: in the same transactions as the calls, so the writer is
     /// never handed between two transactions that wait for each other.
@@ -121,7 +124,7 @@ pub(super) enum JobEnd {
 /// What an op came to, before its transaction committed.
 enum Done {
     Leased(Vec<LeasedTask>),
-    Recorded(Vec<Uuid>),
+    Recorded(Recorded),
     Applied,
     /// Verdicts written; whether they decided a job's last unit.
     Decided(bool),
@@ -137,10 +140,11 @@ impl Op {
             Op::Record {
                 worker,
                 results,
+                policy,
                 now,
                 ..
             } => Ok(Done::Recorded(super::writes::record_results(
-                conn, *worker, results, *now,
+                conn, *worker, results, policy, *now,
             )?)),
             Op::Verdicts {
                 verdicts,

@@ -34,8 +34,8 @@ mod verdicts;
 mod writes;
 
 use super::{
-    DirtyUnit, JobRow, LeaseAsk, LeasedTask, NewJob, NewWorker, Outcome, ReportTarget, Store,
-    StoreError, StoreResult, Suspects, UnitVerdict, WorkerRow,
+    DirtyUnit, JobRow, LeaseAsk, LeasedTask, NewJob, NewWorker, Outcome, Recorded, ReportTarget,
+    Store, StoreError, StoreResult, Suspects, UnitVerdict, WorkerRow,
 };
 use crate::scheduler::trust::TrustPolicy;
 
@@ -537,11 +537,13 @@ impl Store for SqliteStore {
         &self,
         worker: Uuid,
         results: Vec<(Uuid, Outcome)>,
+        policy: &TrustPolicy,
         now: Millis,
-    ) -> StoreResult<Vec<Uuid>> {
+    ) -> StoreResult<Recorded> {
         self.grouped(|reply| group::Op::Record {
             worker,
             results,
+            policy: policy.clone(),
             now,
             reply,
         })
