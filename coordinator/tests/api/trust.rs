@@ -265,6 +265,17 @@ async fn fuzzy_validation_accepts_small_differences_and_rejects_large_ones() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn credit_is_the_declared_work_not_the_workers_claim() {
+    credit_is_declared_work(2).await;
+}
+
+/// Quorum 1: each result decides its unit as it is recorded (SQLite), with the same credit
+/// and valid counts as the transitioner's verdicts.
+#[tokio::test(flavor = "multi_thread")]
+async fn credit_is_the_declared_work_at_quorum_1_too() {
+    credit_is_declared_work(1).await;
+}
+
+async fn credit_is_declared_work(quorum: u32) {
     let c = Coordinator::start();
     let api = c.api();
     let fleet = vec![
@@ -276,7 +287,7 @@ async fn credit_is_the_declared_work_not_the_workers_claim() {
     let job = api
         .submit(&spec(json!({
             "name": "credit", "app": "prime-count", "params": params,
-            "redundancy": {"min_quorum": 2, "adaptive": false}
+            "redundancy": {"min_quorum": quorum, "adaptive": false}
         })))
         .await;
     run_until(fleet, 4, || async {
@@ -307,6 +318,7 @@ async fn credit_is_the_declared_work_not_the_workers_claim() {
             w.name,
             w.credit
         );
+        assert_eq!(w.valid, rows.len() as u64, "{}", w.name);
         if w.name == "greedy" {
             assert_eq!(w.credit, 0.0, "a claimed credit was paid");
             assert!(w.errors > 0, "the padded outputs should count as errors");
