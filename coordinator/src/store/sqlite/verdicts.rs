@@ -16,7 +16,7 @@ use crate::store::{StoreResult, UnitVerdict, valid_effects};
 
 /// Adds `n` to a per-job counter column, one statement per job; true when a job it bumped
 /// has every unit done.
-pub(super) fn bump_jobs(
+fn bump_jobs(
     conn: &Connection,
     column: &str,
     per_job: HashMap<Uuid, i64>,

@@ -4,19 +4,20 @@
 use std::collections::HashMap;
 
 use rusqlite::{Connection, params};
-use serde_json::{Value, json};
+use serde_json::Value;
 use sparecycles_protocol::Millis;
 use uuid::Uuid;
 
 use super::group::JobEnd;
 use super::{id_list, parse_uuid, trust};
 use crate::scheduler::trust::TrustPolicy;
-use crate::store::{NewJob, Outcome, Recorded, StoreResult, TrustDelta};
+use crate::scheduler::validate::Decision;
+use crate::store::{NewJob, Outcome, Recorded, StoreResult, UnitVerdict};
 
 /// Records a report's results, inside the caller's transaction. A decisive result decides its
-/// unit here when the unit has no change waiting for the transitioner (`dirty = 0`): the same
-/// verdict the transitioner would reach, without the mark, the transitioner's read of the unit
-/// and a pass per report (issue 8: 13 % of the coordinator's CPU per W2 job).
+/// unit here when the unit has no change waiting for the transitioner (`dirty = 0`), with the
+/// transitioner's own verdict code: no mark, no read of the unit back and no pass per report
+/// (issue 8: 7-13 % of the coordinator's CPU per W2 job).
 pub(super) fn record_results(
     conn: &Connection,
     worker: Uuid,
@@ -35,25 +36,22 @@ pub(super) fn record_results(
             }
             Outcome::Decisive { output, credit } => {
                 credit_of.insert(*task, *credit);
-                serde_json::json!({"id": task, "state": "success", "output": output.to_string(),
-                    "decisive": 1})
+                serde_json::json!({"id": task, "state": "success", "output": output.to_string()})
             }
             Outcome::Error(e) => serde_json::json!({"id": task, "state": "error", "error": e}),
         })
         .collect();
-    // A decisive result's task is valid if its unit has nothing pending; the unit is then
-    // decided below, in this transaction, so the two always go together.
+    // The last column: 0 when the unit has a change waiting for the transitioner, else 1, or 2
+    // for an adaptive unit never replicated (decided on one worker's word: solo).
     let mut stmt = conn.prepare_cached(
         "UPDATE tasks SET state = r.value ->> 'state', output = r.value ->> 'output', \
-         error = r.value ->> 'error', reported_at = ?1, \
-         validation = CASE WHEN r.value ->> 'decisive' = 1 \
-           AND (SELECT dirty FROM units u WHERE u.id = tasks.unit_id) = 0 \
-           THEN 'valid' ELSE validation END \
-         FROM json_each(?2) AS r \
+         error = r.value ->> 'error', reported_at = ?1 FROM json_each(?2) AS r \
          WHERE tasks.id = r.value ->> 'id' AND tasks.worker_id = ?3 \
          AND tasks.state IN ('leased', 'timed_out') \
          AND EXISTS (SELECT 1 FROM units u WHERE u.id = tasks.unit_id AND u.state = 'open') \
-         RETURNING tasks.id, tasks.unit_id, tasks.state = 'error', tasks.validation = 'valid'",
+         RETURNING tasks.id, tasks.unit_id, tasks.job_id, tasks.unit_seq, tasks.state = 'error', \
+         (SELECT CASE WHEN u.dirty = 0 THEN 2 - u.replicated ELSE 0 END FROM units u \
+          WHERE u.id = tasks.unit_id)",
     )?;
     let rows = stmt.query_map(
         params![now, Value::Array(batch).to_string(), worker_s],
@@ -61,8 +59,10 @@ pub(super) fn record_results(
             Ok((
                 r.get::<_, String>(0)?,
                 r.get::<_, String>(1)?,
-                r.get::<_, bool>(2)?,
-                r.get::<_, bool>(3)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, i64>(3)?,
+                r.get::<_, bool>(4)?,
+                r.get::<_, i64>(5)?,
             ))
         },
     )?;
@@ -71,17 +71,44 @@ pub(super) fn record_results(
         ..Recorded::default()
     };
     let mut marked = Vec::new();
-    let mut decisive = Vec::new();
+    let mut verdicts: Vec<UnitVerdict> = Vec::new();
+    let mut verdict_of: HashMap<Uuid, usize> = HashMap::new();
     let mut errors = 0i64;
     for row in rows {
-        let (task, unit, error, valid) = row?;
-        let task_id = parse_uuid(&task, "id")?;
-        out.tasks.push(task_id);
+        let (task, unit, job, seq, error, decidable) = row?;
+        let task = parse_uuid(&task, "id")?;
+        let unit = parse_uuid(&unit, "unit_id")?;
+        out.tasks.push(task);
         errors += error as i64;
-        if valid {
-            decisive.push((task_id, unit));
-        } else {
-            marked.push(parse_uuid(&unit, "unit_id")?);
+        match credit_of.get(&task) {
+            Some(&credit) if decidable > 0 => match verdict_of.get(&unit) {
+                // Two results of one unit in one report: both valid, as a verdict finds them.
+                Some(&i) => {
+                    let v = &mut verdicts[i];
+                    if let Decision::Valid { valid, .. } = &mut v.decision {
+                        valid.push(task);
+                    }
+                    v.task_workers.push((task, worker));
+                }
+                None => {
+                    verdict_of.insert(unit, verdicts.len());
+                    verdicts.push(UnitVerdict {
+                        unit_id: unit,
+                        job_id: parse_uuid(&job, "job_id")?,
+                        seq: seq as u64,
+                        changes: 0,
+                        decision: Decision::Valid {
+                            canonical: task,
+                            valid: vec![task],
+                            invalid: Vec::new(),
+                        },
+                        credit,
+                        solo: decidable == 2,
+                        task_workers: vec![(task, worker)],
+                    })
+                }
+            },
+            _ => marked.push(unit),
         }
     }
     if !marked.is_empty() {
@@ -96,64 +123,18 @@ pub(super) fn record_results(
     if errors > 0 {
         trust::penalize(conn, &worker_s, errors, "errors")?;
     }
-    if !decisive.is_empty() {
-        decide_on_report(conn, worker, decisive, &credit_of, policy, now, &mut out)?;
+    if !verdicts.is_empty() {
+        // Every unit here is open (the statement above only recorded results of open units),
+        // so every verdict decides its unit.
+        let mut per_job: HashMap<Uuid, u64> = HashMap::new();
+        for v in &verdicts {
+            *per_job.entry(v.job_id).or_default() += 1;
+            out.valid += v.task_workers.len() as u64;
+        }
+        out.decided = per_job.into_iter().collect();
+        out.job_done = super::verdicts::apply(conn, &verdicts, policy, now)?;
     }
     Ok(out)
-}
-
-/// Decides the units of valid decisive results (task, unit) as
-/// `verdicts::apply` decides a valid unit: canonical task, solo when never replicated, the
-/// job's count, unsent replicas aborted, the worker's valid count, streak, quota and credit.
-fn decide_on_report(
-    conn: &Connection,
-    worker: Uuid,
-    decisive: Vec<(Uuid, String)>,
-    credit_of: &HashMap<Uuid, f64>,
-    policy: &TrustPolicy,
-    now: Millis,
-    out: &mut Recorded,
-) -> StoreResult<()> {
-    let mut units = Vec::with_capacity(decisive.len());
-    let mut per_job: HashMap<Uuid, i64> = HashMap::new();
-    let decided: Vec<(String, String)> = conn
-        .prepare_cached(
-            "UPDATE units SET state = 'done', canonical_task = j.value ->> 't', \
-             solo = 1 - replicated FROM json_each(?1) AS j \
-             WHERE units.id = j.value ->> 'u' AND units.state = 'open' \
-             RETURNING units.id, units.job_id",
-        )?
-        .query_map(
-            [Value::from_iter(decisive.iter().map(|(t, u)| json!({"t": t, "u": u}))).to_string()],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )?
-        .collect::<Result<_, _>>()?;
-    if decided.is_empty() {
-        return Ok(());
-    }
-    for (unit, job) in &decided {
-        units.push(unit.as_str());
-        *per_job.entry(parse_uuid(job, "job_id")?).or_default() += 1;
-    }
-    // Every valid task's unit was decided just now (two results of one unit in one report:
-    // both valid, as the transitioner would judge them); each earns its credit.
-    let mut delta = TrustDelta::default();
-    for (task, _) in &decisive {
-        delta.valid += 1;
-        delta.credit += credit_of.get(task).copied().unwrap_or(0.0);
-    }
-    out.valid = delta.valid as u64;
-    for (job, n) in &per_job {
-        out.decided.push((*job, *n as u64));
-    }
-    out.job_done = super::verdicts::bump_jobs(conn, "units_done", per_job, now)?;
-    conn.prepare_cached(
-        "UPDATE tasks SET state = 'aborted' WHERE state = 'unsent' \
-         AND unit_id IN (SELECT value FROM json_each(?1))",
-    )?
-    .execute([serde_json::to_string(&units).unwrap_or_default()])?;
-    trust::apply(conn, HashMap::from([(worker, delta)]), policy, now)?;
-    Ok(())
 }
 
 /// Creates the next `n` units of a job with `target` unsent tasks each; adaptive jobs start
