@@ -243,16 +243,9 @@ pub fn results_recorded(
     for (job_id, count) in per_job {
         state.emit(Event::ResultsReported { job_id, count });
     }
-    if recorded.decided.is_empty() {
-        return;
+    if !recorded.decided.is_empty() {
+        Decided::on_report(recorded).publish(state);
     }
-    let mut done = 0;
-    for &(job_id, count) in &recorded.decided {
-        done += count;
-        state.emit(Event::UnitsDecided { job_id, count });
-    }
-    metrics::counter!(crate::metrics::UNITS_DONE).increment(done);
-    metrics::counter!(crate::metrics::RESULTS_VALID).increment(recorded.valid);
 }
 
 /// What a batch of verdicts decided, counted before the batch goes to the store.
@@ -281,6 +274,16 @@ impl Decided {
             *d.per_job.entry(v.job_id).or_default() += 1;
         }
         d
+    }
+
+    /// The units a report decided as it was recorded (valid, by quorum 1).
+    pub fn on_report(recorded: &Recorded) -> Self {
+        Decided {
+            done: recorded.decided.values().sum(),
+            valid: recorded.valid,
+            per_job: recorded.decided.clone(),
+            ..Decided::default()
+        }
     }
 
     /// Once the verdicts are written: counts them and tells the dashboard.

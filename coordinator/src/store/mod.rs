@@ -191,8 +191,8 @@ impl Outcome {
 pub struct Recorded {
     /// The tasks whose results were recorded.
     pub tasks: Vec<Uuid>,
-    /// Units decided on the spot by decisive results, per job: (job, units).
-    pub decided: Vec<(Uuid, u64)>,
+    /// Units decided on the spot by decisive results, per job.
+    pub decided: HashMap<Uuid, u64>,
     /// Results found valid on the spot (one per decided unit, unless a report carried two
     /// results of one unit).
     pub valid: u64,

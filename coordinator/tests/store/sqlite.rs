@@ -97,7 +97,7 @@ async fn decisive_results_decide_their_units_when_nothing_else_is_pending() {
     assert_eq!(r.tasks.len(), 3, "all three recorded (the first late)");
     assert_eq!(
         r.decided,
-        vec![(j.id, 2)],
+        [(j.id, 2)].into(),
         "units 1 and 2 decided on the spot"
     );
     assert_eq!(r.valid, 2);

@@ -126,12 +126,10 @@ pub(super) fn record_results(
     if !verdicts.is_empty() {
         // Every unit here is open (the statement above only recorded results of open units),
         // so every verdict decides its unit.
-        let mut per_job: HashMap<Uuid, u64> = HashMap::new();
         for v in &verdicts {
-            *per_job.entry(v.job_id).or_default() += 1;
+            *out.decided.entry(v.job_id).or_default() += 1;
             out.valid += v.task_workers.len() as u64;
         }
-        out.decided = per_job.into_iter().collect();
         out.job_done = super::verdicts::apply(conn, &verdicts, policy, now)?;
     }
     Ok(out)
