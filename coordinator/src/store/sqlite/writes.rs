@@ -27,18 +27,20 @@ pub(super) fn record_results(
 ) -> StoreResult<Recorded> {
     let worker_s = worker.to_string();
     // One statement for the whole report: a JSON array of results joined to their tasks.
-    let mut credit_of = HashMap::new();
     let batch: Vec<Value> = results
         .iter()
         .map(|(task, outcome)| match outcome {
-            Outcome::Success(v) => {
+            Outcome::Success(v) | Outcome::Decisive { output: v, .. } => {
                 serde_json::json!({"id": task, "state": "success", "output": v.to_string()})
             }
-            Outcome::Decisive { output, credit } => {
-                credit_of.insert(*task, *credit);
-                serde_json::json!({"id": task, "state": "success", "output": output.to_string()})
-            }
             Outcome::Error(e) => serde_json::json!({"id": task, "state": "error", "error": e}),
+        })
+        .collect();
+    let credit_of: HashMap<Uuid, f64> = results
+        .iter()
+        .filter_map(|(task, outcome)| match outcome {
+            Outcome::Decisive { credit, .. } => Some((*task, *credit)),
+            _ => None,
         })
         .collect();
     // The last column: 0 when the unit has a change waiting for the transitioner, else 1, or 2
