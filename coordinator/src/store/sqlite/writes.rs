@@ -43,8 +43,9 @@ pub(super) fn record_results(
             _ => None,
         })
         .collect();
-    // The last column: 0 when the unit has a change waiting for the transitioner, else 1, or 2
-    // for an adaptive unit never replicated (decided on one worker's word: solo).
+    // The last column, looked up only when the report has decisive results (?4): 0 when the
+    // unit has a change waiting for the transitioner, else 1, or 2 for an adaptive unit never
+    // replicated (decided on one worker's word: solo).
     let mut stmt = conn.prepare_cached(
         "UPDATE tasks SET state = r.value ->> 'state', output = r.value ->> 'output', \
          error = r.value ->> 'error', reported_at = ?1 FROM json_each(?2) AS r \
@@ -52,11 +53,16 @@ pub(super) fn record_results(
          AND tasks.state IN ('leased', 'timed_out') \
          AND EXISTS (SELECT 1 FROM units u WHERE u.id = tasks.unit_id AND u.state = 'open') \
          RETURNING tasks.id, tasks.unit_id, tasks.job_id, tasks.unit_seq, tasks.state = 'error', \
-         (SELECT CASE WHEN u.dirty = 0 THEN 2 - u.replicated ELSE 0 END FROM units u \
-          WHERE u.id = tasks.unit_id)",
+         CASE WHEN ?4 THEN (SELECT CASE WHEN u.dirty = 0 THEN 2 - u.replicated ELSE 0 END \
+          FROM units u WHERE u.id = tasks.unit_id) ELSE 0 END",
     )?;
     let rows = stmt.query_map(
-        params![now, Value::Array(batch).to_string(), worker_s],
+        params![
+            now,
+            Value::Array(batch).to_string(),
+            worker_s,
+            !credit_of.is_empty()
+        ],
         |r| {
             Ok((
                 r.get::<_, String>(0)?,
@@ -82,36 +88,35 @@ pub(super) fn record_results(
         let unit = parse_uuid(&unit, "unit_id")?;
         out.tasks.push(task);
         errors += error as i64;
-        match credit_of.get(&task) {
-            Some(&credit) if decidable > 0 => match verdict_of.get(&unit) {
-                // Two results of one unit in one report: both valid, as a verdict finds them.
-                Some(&i) => {
-                    let v = &mut verdicts[i];
-                    if let Decision::Valid { valid, .. } = &mut v.decision {
-                        valid.push(task);
-                    }
-                    v.task_workers.push((task, worker));
-                }
-                None => {
-                    verdict_of.insert(unit, verdicts.len());
-                    verdicts.push(UnitVerdict {
-                        unit_id: unit,
-                        job_id: parse_uuid(&job, "job_id")?,
-                        seq: seq as u64,
-                        changes: 0,
-                        decision: Decision::Valid {
-                            canonical: task,
-                            valid: vec![task],
-                            invalid: Vec::new(),
-                        },
-                        credit,
-                        solo: decidable == 2,
-                        task_workers: vec![(task, worker)],
-                    })
-                }
-            },
-            _ => marked.push(unit),
+        let Some(&credit) = credit_of.get(&task).filter(|_| decidable > 0) else {
+            marked.push(unit);
+            continue;
+        };
+        if let Some(&i) = verdict_of.get(&unit) {
+            // Two results of one unit in one report: both valid, as a verdict finds them (and
+            // one verdict per unit, so the unit counts once).
+            let v = &mut verdicts[i];
+            if let Decision::Valid { valid, .. } = &mut v.decision {
+                valid.push(task);
+            }
+            v.task_workers.push((task, worker));
+            continue;
         }
+        verdict_of.insert(unit, verdicts.len());
+        verdicts.push(UnitVerdict {
+            unit_id: unit,
+            job_id: parse_uuid(&job, "job_id")?,
+            seq: seq as u64,
+            changes: 0,
+            decision: Decision::Valid {
+                canonical: task,
+                valid: vec![task],
+                invalid: Vec::new(),
+            },
+            credit,
+            solo: decidable == 2,
+            task_workers: vec![(task, worker)],
+        });
     }
     if !marked.is_empty() {
         out.pending = true;
