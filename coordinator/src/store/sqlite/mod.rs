@@ -89,6 +89,15 @@ fn migrator() -> Migrator {
             )),
             false,
         ),
+        Migration::new(
+            5,
+            Cow::Borrowed("one_leased_index"),
+            MigrationType::Simple,
+            SqlStr::from_static(include_str!(
+                "../../../migrations/sqlite/0005_one_leased_index.sql"
+            )),
+            false,
+        ),
     ])
 }
 
