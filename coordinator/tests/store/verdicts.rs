@@ -312,3 +312,49 @@ contract!(
     replacement_not_to_the_worker_that_timed_out,
     a_replacement_never_goes_to_the_worker_that_timed_out
 );
+
+/// A replacement nobody takes within a unit's timeout: the worker whose task timed out gets that
+/// same task back (never a second task of the unit), so a unit whose live workers all have a task
+/// of it still ends (two workers at quorum 2, one of them late once).
+async fn a_timed_out_task_goes_back_to_its_worker_when_its_replacement_waits(f: Fresh) {
+    let s = f.store.as_ref();
+    let j = job(s, 1, 1, redundancy(2, false), NOW).await;
+    let (a, b) = (
+        worker(s, None, 20, NOW).await,
+        worker(s, None, 20, NOW).await,
+    );
+    let late = lease(s, a, 1, NOW).await;
+    let done = lease(s, b, 1, NOW).await;
+    assert_eq!((late.len(), done.len()), (1, 1));
+    record(s, b, vec![(done[0].task_id, success(0))], NOW + 10).await;
+    assert_eq!(s.expire_tasks(NOW + 60_001).await.unwrap(), 1);
+    let marked = s.dirty_units(10).await.unwrap();
+    let replace = marked
+        .iter()
+        .map(|u| verdict(u, Decision::Pending { new_tasks: 1 }, false))
+        .collect();
+    s.apply_verdicts(replace, &TrustPolicy::default(), NOW + 60_002)
+        .await
+        .unwrap();
+    assert_eq!(s.job(j.id).await.unwrap().unwrap().tasks_created, 3);
+    // Within a unit's timeout the replacement waits for another worker.
+    assert!(lease(s, a, 20, NOW + 60_003).await.is_empty());
+    assert!(lease(s, b, 20, NOW + 60_003).await.is_empty());
+    // After it, the late worker gets its own task back, with a new deadline.
+    let again = lease(s, a, 20, NOW + 120_001).await;
+    assert_eq!(again.len(), 1);
+    assert_eq!(
+        again[0].task_id, late[0].task_id,
+        "the same task, not the replacement"
+    );
+    assert_eq!(again[0].deadline, NOW + 120_001 + 60_000);
+    assert!(lease(s, a, 20, NOW + 120_002).await.is_empty());
+    assert_eq!(
+        record(s, a, vec![(late[0].task_id, success(0))], NOW + 120_010).await,
+        [late[0].task_id]
+    );
+}
+contract!(
+    timed_out_task_back_to_its_worker,
+    a_timed_out_task_goes_back_to_its_worker_when_its_replacement_waits
+);

@@ -54,6 +54,47 @@ async fn lease_from_job(
     Ok(leased)
 }
 
+/// Gives `worker` back its own timed-out tasks of `job` whose replacements nobody took within a
+/// unit's timeout (deadline before `stale_before`), as the SQLite store's lease does: a worker
+/// never gets a second task of a unit, so without this a unit whose live workers all had a task
+/// of it waited forever. The same task goes out again, with a new deadline.
+async fn revive(
+    conn: &mut PgConnection,
+    job: &str,
+    worker: &str,
+    max: u32,
+    now: Millis,
+    deadline: Millis,
+    stale_before: Millis,
+) -> StoreResult<Vec<LeasedTask>> {
+    let rows = sqlx::query(
+        "WITH picked AS ( \
+           SELECT t.id FROM tasks t WHERE t.worker_id = $1 AND t.state = 'timed_out' \
+             AND t.job_id = $4 AND t.deadline < $6 \
+             AND EXISTS (SELECT 1 FROM units u WHERE u.id = t.unit_id AND u.state = 'open') \
+             AND EXISTS (SELECT 1 FROM tasks r WHERE r.unit_id = t.unit_id AND r.state = 'unsent') \
+           ORDER BY t.unit_seq LIMIT $5 FOR UPDATE OF t SKIP LOCKED) \
+         UPDATE tasks SET state = 'leased', leased_at = $2, deadline = $3, \
+           lease_count = lease_count + 1 \
+         FROM picked WHERE tasks.id = picked.id AND tasks.state = 'timed_out' \
+         RETURNING tasks.id, tasks.job_id, tasks.unit_id, tasks.unit_seq, tasks.deadline",
+    )
+    .bind(worker)
+    .bind(now)
+    .bind(deadline)
+    .bind(job)
+    .bind(max as i64)
+    .bind(stale_before)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut revived = rows
+        .iter()
+        .map(leased_row)
+        .collect::<StoreResult<Vec<_>>>()?;
+    revived.sort_by_key(|t| t.unit_seq);
+    Ok(revived)
+}
+
 /// A task row (`id, job_id, unit_id, unit_seq, deadline`) as a leased task.
 pub(super) fn leased_row(r: &sqlx::postgres::PgRow) -> StoreResult<LeasedTask> {
     Ok(LeasedTask {
@@ -195,7 +236,8 @@ pub(super) async fn lease(
     // lease nobody will compute.
     let Some(row) = sqlx::query(
         "UPDATE workers SET last_seen = $1 WHERE id = $2 AND NOT banned RETURNING quota, \
-         (SELECT COUNT(*) FROM tasks WHERE worker_id = $2 AND state = 'leased') AS in_flight",
+         (SELECT COUNT(*) FROM tasks WHERE worker_id = $2 AND state = 'leased') AS in_flight, \
+         EXISTS (SELECT 1 FROM tasks WHERE worker_id = $2 AND state = 'timed_out') AS late",
     )
     .bind(now)
     .bind(&worker)
@@ -205,6 +247,8 @@ pub(super) async fn lease(
         return Ok((Vec::new(), Vec::new()));
     };
     let room = row.try_get::<i64, _>("quota")? - row.try_get::<i64, _>("in_flight")?;
+    // Whether the worker has timed-out tasks that `revive` may give back.
+    let late: bool = row.try_get("late")?;
     let max = ask.max.min(room.max(0) as u32);
     if max == 0 {
         return Ok((Vec::new(), Vec::new()));
@@ -260,12 +304,17 @@ pub(super) async fn lease(
                 want: (want - got.len() as u32) as u64,
             });
         }
-        if got.is_empty() {
-            continue;
-        }
-        if adaptive {
+        if adaptive && !got.is_empty() {
             let skipped = replicate(conn, &id, &got, ask, target, now).await?;
             got.retain(|t| !skipped.contains(&t.task_id));
+        }
+        if late && (got.len() as u32) < want {
+            let left = want - got.len() as u32;
+            let stale_before = now - job.try_get::<i64, _>("unit_timeout_ms")?;
+            got.extend(revive(conn, &id, &worker, left, now, deadline, stale_before).await?);
+        }
+        if got.is_empty() {
+            continue;
         }
         touched.push(id);
         leased.extend(got);

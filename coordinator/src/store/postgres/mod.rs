@@ -86,6 +86,15 @@ fn migrator() -> Migrator {
             )),
             false,
         ),
+        Migration::new(
+            4,
+            Cow::Borrowed("tasks_timed_out"),
+            MigrationType::Simple,
+            SqlStr::from_static(include_str!(
+                "../../../migrations/postgres/0004_tasks_timed_out.sql"
+            )),
+            false,
+        ),
     ])
 }
 

@@ -60,6 +60,40 @@ fn take_tasks(
     }
 }
 
+/// Gives `worker` back its own timed-out tasks of `job` whose replacements nobody took within a
+/// unit's timeout (deadline before `stale_before`). A worker never gets a second task of a unit,
+/// so a unit whose live workers all had a task of it waited forever: at quorum 2 with two
+/// workers, one that missed a deadline (starved of CPU, asleep) could never take the
+/// replacement, and the other already had its result in. The same task goes out again, with a
+/// new deadline: still one task of the unit per worker, and its late result counts once.
+fn revive(
+    conn: &Connection,
+    job: &str,
+    worker: &str,
+    max: u32,
+    now: Millis,
+    deadline: Millis,
+    stale_before: Millis,
+) -> StoreResult<Vec<LeasedTask>> {
+    let mut stmt = conn.prepare_cached(
+        "UPDATE tasks SET state = 'leased', leased_at = ?2, deadline = ?3 \
+         WHERE rowid IN (SELECT t.rowid FROM tasks t WHERE t.worker_id = ?1 \
+           AND t.state = 'timed_out' AND t.job_id = ?4 AND t.deadline < ?6 \
+           AND EXISTS (SELECT 1 FROM units u WHERE u.id = t.unit_id AND u.state = 'open') \
+           AND EXISTS (SELECT 1 FROM tasks r WHERE r.unit_id = t.unit_id AND r.state = 'unsent') \
+           ORDER BY t.unit_seq LIMIT ?5) \
+         RETURNING id, job_id, unit_id, unit_seq, deadline",
+    )?;
+    leased_rows(stmt.query(params![
+        worker,
+        now,
+        deadline,
+        job,
+        max as i64,
+        stale_before
+    ])?)
+}
+
 /// The rows a lease statement returned, as leased tasks.
 fn leased_rows(mut rows: rusqlite::Rows<'_>) -> StoreResult<Vec<LeasedTask>> {
     let mut leased = Vec::new();
@@ -143,13 +177,19 @@ pub(super) fn lease(
     let worker = ask.worker.to_string();
     // Checked again here, inside the writer's transaction: a ban decided after the request was
     // authenticated must not be followed by a lease nobody will compute.
-    let Some((quota, in_flight)) = conn
+    // `late`: whether the worker has timed-out tasks that `revive` may give back.
+    let Some((quota, in_flight, late)) = conn
         .prepare_cached(
             "UPDATE workers SET last_seen = ?1 WHERE id = ?2 AND banned = 0 RETURNING quota, \
-             (SELECT COUNT(*) FROM tasks WHERE worker_id = ?2 AND state = 'leased')",
+             (SELECT COUNT(*) FROM tasks WHERE worker_id = ?2 AND state = 'leased'), \
+             EXISTS (SELECT 1 FROM tasks WHERE worker_id = ?2 AND state = 'timed_out')",
         )?
         .query_row(params![now, worker], |r| {
-            Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, bool>(2)?,
+            ))
         })
         .optional()?
     else {
@@ -214,11 +254,25 @@ pub(super) fn lease(
             materialize(conn, id, created, n, target, adaptive, now)?;
             got.extend(take(want - got.len() as u32)?);
         }
-        if got.is_empty() {
-            continue;
-        }
         if adaptive {
             replicate(conn, id, &got, ask, target, now)?;
+        }
+        if late && (got.len() as u32) < want && matches!(pick, Pick::Replicas { .. }) {
+            // Replacements exist only in jobs leased replica by replica.
+            let left = want - got.len() as u32;
+            let stale_before = now - job.unit_timeout_ms;
+            got.extend(revive(
+                conn,
+                id,
+                &worker,
+                left,
+                now,
+                deadline,
+                stale_before,
+            )?);
+        }
+        if got.is_empty() {
+            continue;
         }
         conn.prepare_cached(
             "UPDATE jobs SET last_lease_at = ?1, updated_at = ?1, \

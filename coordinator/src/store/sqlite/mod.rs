@@ -98,6 +98,15 @@ fn migrator() -> Migrator {
             )),
             false,
         ),
+        Migration::new(
+            6,
+            Cow::Borrowed("tasks_timed_out"),
+            MigrationType::Simple,
+            SqlStr::from_static(include_str!(
+                "../../../migrations/sqlite/0006_tasks_timed_out.sql"
+            )),
+            false,
+        ),
     ])
 }
 
