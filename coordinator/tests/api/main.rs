@@ -191,6 +191,50 @@ async fn a_frozen_worker_s_tasks_time_out_and_the_job_ends_correct() {
     );
 }
 
+/// Two workers at quorum 2, one frozen past its deadlines and then thawed: no worker gets two
+/// tasks of a unit, so the replacements of its timed-out tasks can go to neither worker; the
+/// late worker gets its own tasks back once a unit's timeout passed, and the job ends.
+#[tokio::test(flavor = "multi_thread")]
+async fn two_workers_at_quorum_2_end_a_job_after_one_missed_its_deadlines() {
+    let c = Coordinator::start();
+    let api = c.api();
+    let late = c.worker("late", 1);
+    let job = api
+        .submit(&spec(json!({
+            "name": "outlives a late worker",
+            "app": "prime-count",
+            "params": {"start": 0, "end": 20_000_000u64, "unit_size": 1_000_000},
+            "redundancy": {"min_quorum": 2},
+            "unit_timeout_secs": 2
+        })))
+        .await;
+    let pool = db(&c).await;
+    let deadline = std::time::Instant::now() + LONG;
+    // Frozen while it holds leases (a freeze just after it reported them all is tried again).
+    loop {
+        while tasks_of(&pool, "late", "leased").await == 0 {
+            assert!(std::time::Instant::now() < deadline, "never leased");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        late.freeze();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if tasks_of(&pool, "late", "leased").await > 0 {
+            break;
+        }
+        late.thaw();
+    }
+    let _steady = c.worker("steady", 1);
+    while tasks_of(&pool, "late", "timed_out").await == 0 {
+        assert!(std::time::Instant::now() < deadline, "nothing timed out");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    late.thaw();
+    let done = api.wait(job.id, LONG).await;
+    assert_eq!(done.state, JobState::Completed, "{done:?}");
+    // pi(2 * 10^7)
+    assert_eq!(api.result_json(job.id).await, json!({"count": 1_270_607}));
+}
+
 /// With the default limits (a worker is suspected after 60 s of silence, a unit times out
 /// after an hour), a SIGKILLed worker's unit is computed elsewhere within seconds: its
 /// presence line closed with the process.
