@@ -142,6 +142,25 @@ async fn mandelbrot_job_returns_the_right_png() {
     assert_eq!((reader.info().width, reader.info().height), (200, 150));
 }
 
+/// SIGSTOPs `worker` (enrolled as `name`) once it holds leases; a freeze that falls just after
+/// it reported everything it held is undone and tried again.
+async fn freeze_holding_leases(pool: &sqlx::AnyPool, worker: &helpers::Worker, name: &str) {
+    let deadline = std::time::Instant::now() + LONG;
+    loop {
+        while tasks_of(pool, name, "leased").await == 0 {
+            assert!(std::time::Instant::now() < deadline, "{name} never leased");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        worker.freeze();
+        // A moment for a report already on its way to land.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if tasks_of(pool, name, "leased").await > 0 {
+            return;
+        }
+        worker.thaw();
+    }
+}
+
 /// A hung worker (its connections open, so nothing tells the coordinator it is gone) is found
 /// by its tasks' deadlines.
 #[tokio::test(flavor = "multi_thread")]
@@ -159,26 +178,9 @@ async fn a_frozen_worker_s_tasks_time_out_and_the_job_ends_correct() {
         })))
         .await;
     // Frozen while it holds leases, before the other workers start: the job then cannot end
-    // until those leases time out. A freeze that falls just after it reported everything it
-    // held is undone and tried again.
+    // until those leases time out.
     let pool = db(&c).await;
-    let deadline = std::time::Instant::now() + LONG;
-    loop {
-        while tasks_of(&pool, "doomed", "leased").await == 0 {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the doomed worker never leased"
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
-        doomed.freeze();
-        // A moment for a report already on its way to land.
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        if tasks_of(&pool, "doomed", "leased").await > 0 {
-            break;
-        }
-        doomed.thaw();
-    }
+    freeze_holding_leases(&pool, &doomed, "doomed").await;
     let _w = [c.worker("a", 1), c.worker("b", 1)];
     let done = api.wait(job.id, LONG).await;
     assert_eq!(done.state, JobState::Completed, "{done:?}");
@@ -209,20 +211,8 @@ async fn two_workers_at_quorum_2_end_a_job_after_one_missed_its_deadlines() {
         })))
         .await;
     let pool = db(&c).await;
+    freeze_holding_leases(&pool, &late, "late").await;
     let deadline = std::time::Instant::now() + LONG;
-    // Frozen while it holds leases (a freeze just after it reported them all is tried again).
-    loop {
-        while tasks_of(&pool, "late", "leased").await == 0 {
-            assert!(std::time::Instant::now() < deadline, "never leased");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        late.freeze();
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        if tasks_of(&pool, "late", "leased").await > 0 {
-            break;
-        }
-        late.thaw();
-    }
     let _steady = c.worker("steady", 1);
     while tasks_of(&pool, "late", "timed_out").await == 0 {
         assert!(std::time::Instant::now() < deadline, "nothing timed out");

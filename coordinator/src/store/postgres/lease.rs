@@ -46,12 +46,7 @@ async fn lease_from_job(
     .bind(owner)
     .fetch_all(&mut *conn)
     .await?;
-    let mut leased = rows
-        .iter()
-        .map(leased_row)
-        .collect::<StoreResult<Vec<_>>>()?;
-    leased.sort_by_key(|t| t.unit_seq);
-    Ok(leased)
+    leased_in_order(&rows)
 }
 
 /// Gives `worker` back its own timed-out tasks of `job` whose replacements nobody took within a
@@ -87,12 +82,17 @@ async fn revive(
     .bind(stale_before)
     .fetch_all(&mut *conn)
     .await?;
-    let mut revived = rows
+    leased_in_order(&rows)
+}
+
+/// The rows a lease statement returned, as leased tasks in unit order.
+fn leased_in_order(rows: &[sqlx::postgres::PgRow]) -> StoreResult<Vec<LeasedTask>> {
+    let mut leased = rows
         .iter()
         .map(leased_row)
         .collect::<StoreResult<Vec<_>>>()?;
-    revived.sort_by_key(|t| t.unit_seq);
-    Ok(revived)
+    leased.sort_by_key(|t| t.unit_seq);
+    Ok(leased)
 }
 
 /// A task row (`id, job_id, unit_id, unit_seq, deadline`) as a leased task.
