@@ -447,8 +447,8 @@ W1_PATTERNS = {
 }
 
 
-def w1_once(tmp, units, quorum, profile_to=None, rate=None):
-    c = Coordinator(tmp)
+def w1_once(tmp, units, quorum, profile_to=None, rate=None, binary=None):
+    c = Coordinator(tmp, binary=binary)
     perf = None
     try:
         if profile_to:

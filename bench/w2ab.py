@@ -14,6 +14,7 @@ alternating order. Prints each binary's median wall time and efficiency (kernel 
     AB_SIDE=coordinator python3 bench/w2ab.py /tmp/coordinator-a target/release/coordinator
 """
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -59,6 +60,7 @@ def main():
                     c.stop()
     finally:
         S.PROCS.stop_all()
+        shutil.rmtree(tmp, ignore_errors=True)
     for b in bins:
         print(f"{b}: {len(walls[b])} jobs, median wall {statistics.median(walls[b]):.3f} s, "
               f"median efficiency {statistics.median(effs[b]):.3f} (mean {statistics.mean(effs[b]):.3f}); "
