@@ -37,7 +37,7 @@ fn take_tasks(
     match pick {
         Pick::Singles => {
             let mut stmt = conn.prepare_cached(
-                "UPDATE tasks SET state = 'leased', worker_id = ?1, leased_at = ?2, deadline = ?3 \
+                "UPDATE OR FAIL tasks SET state = 'leased', worker_id = ?1, leased_at = ?2, deadline = ?3 \
                  WHERE rowid IN (SELECT rowid FROM tasks WHERE job_id = ?4 AND state = 'unsent' \
                    ORDER BY unit_seq LIMIT ?5) \
                  RETURNING id, job_id, unit_id, unit_seq, deadline",
@@ -46,7 +46,7 @@ fn take_tasks(
         }
         Pick::Replicas { owner } => {
             let mut stmt = conn.prepare_cached(
-                "UPDATE tasks SET state = 'leased', worker_id = ?1, leased_at = ?2, deadline = ?3 \
+                "UPDATE OR FAIL tasks SET state = 'leased', worker_id = ?1, leased_at = ?2, deadline = ?3 \
                  WHERE rowid IN (SELECT MIN(t.rowid) FROM tasks t WHERE t.job_id = ?4 \
                    AND t.state = 'unsent' \
                    AND NOT EXISTS (SELECT 1 FROM tasks o WHERE o.unit_id = t.unit_id \
@@ -76,7 +76,7 @@ fn revive(
     stale_before: Millis,
 ) -> StoreResult<Vec<LeasedTask>> {
     let mut stmt = conn.prepare_cached(
-        "UPDATE tasks SET state = 'leased', leased_at = ?2, deadline = ?3 \
+        "UPDATE OR FAIL tasks SET state = 'leased', leased_at = ?2, deadline = ?3 \
          WHERE rowid IN (SELECT t.rowid FROM tasks t WHERE t.worker_id = ?1 \
            AND t.state = 'timed_out' AND t.job_id = ?4 AND t.deadline < ?6 \
            AND EXISTS (SELECT 1 FROM units u WHERE u.id = t.unit_id AND u.state = 'open') \
@@ -146,7 +146,7 @@ fn replicate(
     }
     let units: Vec<(String, i64)> = conn
         .prepare_cached(
-            "UPDATE units SET replicated = 1 WHERE replicated = 0 \
+            "UPDATE OR FAIL units SET replicated = 1 WHERE replicated = 0 \
              AND id IN (SELECT value FROM json_each(?1)) RETURNING id, seq",
         )?
         .query_map([id_list(&shared)], |r| Ok((r.get(0)?, r.get(1)?)))?

@@ -115,7 +115,7 @@ pub(super) fn apply(
         let effects = valid_effects(verdicts, |unit| done.contains(&unit));
         complete = bump_jobs(conn, "units_done", effects.units_done, now)?;
         conn.prepare_cached(
-            "UPDATE tasks SET state = 'aborted' WHERE state = 'unsent' \
+            "UPDATE OR FAIL tasks SET state = 'aborted' WHERE state = 'unsent' \
              AND unit_id IN (SELECT value FROM json_each(?1))",
         )?
         .execute([id_list(&effects.units)])?;
@@ -127,7 +127,7 @@ pub(super) fn apply(
                 continue;
             }
             conn.prepare_cached(
-                "UPDATE tasks SET validation = ?1 WHERE id IN (SELECT value FROM json_each(?2))",
+                "UPDATE OR FAIL tasks SET validation = ?1 WHERE id IN (SELECT value FROM json_each(?2))",
             )?
             .execute(params![verdict, id_list(&ids)])?;
         }

@@ -121,7 +121,7 @@ pub(super) fn record_results(
     if !marked.is_empty() {
         out.pending = true;
         conn.prepare_cached(
-            "UPDATE units SET dirty = dirty + 1 WHERE id IN (SELECT value FROM json_each(?1))",
+            "UPDATE OR FAIL units SET dirty = dirty + 1 WHERE id IN (SELECT value FROM json_each(?1))",
         )?
         .execute([id_list(&marked)])?;
     }
@@ -274,7 +274,7 @@ pub(super) fn finish_job(
 pub(super) fn expire(conn: &Connection, now: Millis) -> StoreResult<u64> {
     let rows: Vec<(String, Option<String>)> = conn
         .prepare_cached(
-            "UPDATE tasks SET state = 'timed_out' WHERE state = 'leased' AND deadline < ?1 \
+            "UPDATE OR FAIL tasks SET state = 'timed_out' WHERE state = 'leased' AND deadline < ?1 \
              RETURNING unit_id, worker_id",
         )?
         .query_map([now], |r| Ok((r.get(0)?, r.get(1)?)))?
@@ -290,7 +290,7 @@ pub(super) fn expire(conn: &Connection, now: Millis) -> StoreResult<u64> {
     }
     let units: Vec<&str> = rows.iter().map(|(u, _)| u.as_str()).collect();
     conn.prepare_cached(
-        "UPDATE units SET dirty = dirty + 1 WHERE id IN (SELECT value FROM json_each(?1))",
+        "UPDATE OR FAIL units SET dirty = dirty + 1 WHERE id IN (SELECT value FROM json_each(?1))",
     )?
     .execute([serde_json::to_string(&units).unwrap_or_default()])?;
     for (w, n) in per_worker {
