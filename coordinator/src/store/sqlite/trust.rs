@@ -13,7 +13,7 @@ use crate::store::{StoreResult, TrustDelta as Delta};
 
 /// Applies valid/invalid counts, credit, streak and quota changes; bans workers whose invalid
 /// rate passed the threshold. Returns the workers with a new invalid result (liars to undo).
-/// Two statements for all the batch's workers (a pass may judge a thousand workers' results).
+/// One read for all the batch's workers, then a prepared single-row update per worker.
 pub(super) fn apply(
     conn: &Connection,
     deltas: HashMap<Uuid, Delta>,
@@ -44,7 +44,10 @@ pub(super) fn apply(
         .collect::<Result<_, _>>()?;
     let mut caught = Vec::new();
     let mut banned_now = Vec::new();
-    let mut updates = Vec::with_capacity(rows.len());
+    let mut update = conn.prepare_cached(
+        "UPDATE workers SET valid = ?1, invalid = ?2, streak = ?3, quota = ?4, \
+         credit = credit + ?5, rac = ?6, rac_time = ?7, banned = ?8 WHERE id = ?9",
+    )?;
     for row in &rows {
         let worker = parse_uuid(&row.id, "id")?;
         let Some(d) = deltas.get(&worker) else {
@@ -69,18 +72,10 @@ pub(super) fn apply(
             // Set aside every time (as before): results may have arrived since the ban.
             banned_now.push(worker);
         }
-        updates.push(serde_json::json!({
-            "id": worker.to_string(), "valid": valid, "invalid": invalid, "streak": streak,
-            "quota": quota, "credit": d.credit, "rac": rac, "banned": banned as i64,
-        }));
+        update.execute(params![
+            valid, invalid, streak, quota, d.credit, rac, now, banned, row.id
+        ])?;
     }
-    conn.prepare_cached(
-        "UPDATE workers SET valid = u.value ->> 'valid', invalid = u.value ->> 'invalid', \
-         streak = u.value ->> 'streak', quota = u.value ->> 'quota', \
-         credit = credit + (u.value ->> 'credit'), rac = u.value ->> 'rac', rac_time = ?1, \
-         banned = u.value ->> 'banned' FROM json_each(?2) AS u WHERE workers.id = u.value ->> 'id'",
-    )?
-    .execute(params![now, serde_json::Value::Array(updates).to_string()])?;
     for worker in banned_now {
         set_aside(conn, worker)?;
     }

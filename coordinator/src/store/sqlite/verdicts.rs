@@ -1,15 +1,16 @@
-//! Writing the transitioner's verdicts in a few set-based statements per batch (not a handful
-//! per unit): this is on the path of every unit, so its statement count is its cost.
+//! Writing the transitioner's verdicts (and a report's decisive results): on the path of every
+//! unit. Each write is a prepared single-row statement run on the writer's own thread, where a
+//! step costs a microsecond or two; the set-based statements fed JSON arrays that they replaced
+//! spent more than that per row parsing JSON and keeping statement journals (issue 8, W1).
 
 use std::collections::HashMap;
 
 use rusqlite::{Connection, params};
-use serde_json::json;
 use sparecycles_protocol::Millis;
 use uuid::Uuid;
 
+use super::trust;
 use super::writes::insert_tasks;
-use super::{id_list, parse_uuid, trust};
 use crate::scheduler::trust::TrustPolicy;
 use crate::scheduler::validate::Decision;
 use crate::store::{StoreResult, UnitVerdict, valid_effects};
@@ -42,14 +43,14 @@ pub(super) fn apply(
     policy: &TrustPolicy,
     now: Millis,
 ) -> StoreResult<bool> {
-    let mut clear = Vec::new();
+    let mut clear: Vec<(String, i64)> = Vec::new();
     let mut new_tasks: Vec<(String, String, i64, usize)> = Vec::new();
     let mut decided = Vec::new();
     let mut failed = Vec::new();
     for v in verdicts {
         match &v.decision {
             Decision::Pending { new_tasks: n } => {
-                clear.push(json!({"id": v.unit_id, "c": v.changes}));
+                clear.push((v.unit_id.to_string(), v.changes));
                 if *n > 0 {
                     new_tasks.push((
                         v.job_id.to_string(),
@@ -60,8 +61,7 @@ pub(super) fn apply(
                 }
             }
             Decision::Valid { canonical, .. } => {
-                decided
-                    .push(json!({"id": v.unit_id, "canonical": canonical, "solo": v.solo as i64}));
+                decided.push((v.unit_id, canonical.to_string(), v.solo));
             }
             Decision::Failed { reason } => failed.push((v, reason)),
         }
@@ -69,11 +69,11 @@ pub(super) fn apply(
 
     // Pending: clear the mark unless a result arrived after the snapshot; add replicas.
     if !clear.is_empty() {
-        conn.prepare_cached(
-            "UPDATE units SET dirty = 0 FROM json_each(?1) AS j \
-             WHERE units.id = j.value ->> 'id' AND units.dirty = j.value ->> 'c'",
-        )?
-        .execute([serde_json::Value::Array(clear).to_string()])?;
+        let mut stmt =
+            conn.prepare_cached("UPDATE units SET dirty = 0 WHERE id = ?1 AND dirty = ?2")?;
+        for (unit, changes) in &clear {
+            stmt.execute(params![unit, changes])?;
+        }
     }
     if !new_tasks.is_empty() {
         let mut per_job: HashMap<String, Vec<(&str, i64, usize)>> = HashMap::new();
@@ -100,36 +100,31 @@ pub(super) fn apply(
     let mut complete = false;
     if !decided.is_empty() {
         let mut done = std::collections::HashSet::new();
-        for id in conn
-            .prepare_cached(
-                "UPDATE units SET state = 'done', canonical_task = j.value ->> 'canonical', \
-                 dirty = 0, solo = j.value ->> 'solo' FROM json_each(?1) AS j \
-                 WHERE units.id = j.value ->> 'id' AND units.state = 'open' RETURNING units.id",
-            )?
-            .query_map([serde_json::Value::Array(decided).to_string()], |r| {
-                r.get::<_, String>(0)
-            })?
-        {
-            done.insert(parse_uuid(&id?, "id")?);
+        let mut stmt = conn.prepare_cached(
+            "UPDATE units SET state = 'done', canonical_task = ?1, dirty = 0, solo = ?2 \
+             WHERE id = ?3 AND state = 'open'",
+        )?;
+        for (unit, canonical, solo) in &decided {
+            if stmt.execute(params![canonical, solo, unit.to_string()])? > 0 {
+                done.insert(*unit);
+            }
         }
         let effects = valid_effects(verdicts, |unit| done.contains(&unit));
         complete = bump_jobs(conn, "units_done", effects.units_done, now)?;
-        conn.prepare_cached(
-            "UPDATE OR FAIL tasks SET state = 'aborted' WHERE state = 'unsent' \
-             AND unit_id IN (SELECT value FROM json_each(?1))",
-        )?
-        .execute([id_list(&effects.units)])?;
+        let mut stmt = conn.prepare_cached(
+            "UPDATE OR FAIL tasks SET state = 'aborted' WHERE unit_id = ?1 AND state = 'unsent'",
+        )?;
+        for unit in &effects.units {
+            stmt.execute([unit.to_string()])?;
+        }
+        let mut stmt = conn.prepare_cached("UPDATE tasks SET validation = ?1 WHERE id = ?2")?;
         for (ids, verdict) in [
             (effects.valid_tasks, "valid"),
             (effects.invalid_tasks, "invalid"),
         ] {
-            if ids.is_empty() {
-                continue;
+            for id in &ids {
+                stmt.execute(params![verdict, id.to_string()])?;
             }
-            conn.prepare_cached(
-                "UPDATE OR FAIL tasks SET validation = ?1 WHERE id IN (SELECT value FROM json_each(?2))",
-            )?
-            .execute(params![verdict, id_list(&ids)])?;
         }
         deltas = effects.workers;
     }

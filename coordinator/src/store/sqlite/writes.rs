@@ -3,13 +3,12 @@
 
 use std::collections::HashMap;
 
-use rusqlite::{Connection, params};
-use serde_json::Value;
+use rusqlite::{Connection, OptionalExtension, params};
 use sparecycles_protocol::Millis;
 use uuid::Uuid;
 
 use super::group::JobEnd;
-use super::{id_list, parse_uuid, trust};
+use super::{parse_uuid, trust};
 use crate::scheduler::trust::TrustPolicy;
 use crate::scheduler::validate::Decision;
 use crate::store::{NewJob, Outcome, Recorded, StoreResult, UnitVerdict};
@@ -26,16 +25,6 @@ pub(super) fn record_results(
     now: Millis,
 ) -> StoreResult<Recorded> {
     let worker_s = worker.to_string();
-    // One statement for the whole report: a JSON array of results joined to their tasks.
-    let batch: Vec<Value> = results
-        .iter()
-        .map(|(task, outcome)| match outcome {
-            Outcome::Success(v) | Outcome::Decisive { output: v, .. } => {
-                serde_json::json!({"id": task, "state": "success", "output": v.to_string()})
-            }
-            Outcome::Error(e) => serde_json::json!({"id": task, "state": "error", "error": e}),
-        })
-        .collect();
     let credit_of: HashMap<Uuid, f64> = results
         .iter()
         .filter_map(|(task, outcome)| match outcome {
@@ -43,37 +32,53 @@ pub(super) fn record_results(
             _ => None,
         })
         .collect();
-    // The last column, looked up only when the report has decisive results (?4): 0 when the
-    // unit has a change waiting for the transitioner, else 1, or 2 for an adaptive unit never
-    // replicated (decided on one worker's word: solo).
+    // One prepared statement per result (a single-row write: no JSON for SQLite to parse and no
+    // statement journal, which a report's results as one JSON array cost, issue 8). The last
+    // column, looked up only for decisive results (?7): 0 when the unit has a change waiting
+    // for the transitioner, else 1, or 2 for an adaptive unit never replicated (decided on one
+    // worker's word: solo).
     let mut stmt = conn.prepare_cached(
-        "UPDATE tasks SET state = r.value ->> 'state', output = r.value ->> 'output', \
-         error = r.value ->> 'error', reported_at = ?1 FROM json_each(?2) AS r \
-         WHERE tasks.id = r.value ->> 'id' AND tasks.worker_id = ?3 \
-         AND tasks.state IN ('leased', 'timed_out') \
+        "UPDATE tasks SET state = ?1, output = ?2, error = ?3, reported_at = ?4 \
+         WHERE id = ?5 AND worker_id = ?6 AND state IN ('leased', 'timed_out') \
          AND EXISTS (SELECT 1 FROM units u WHERE u.id = tasks.unit_id AND u.state = 'open') \
-         RETURNING tasks.id, tasks.unit_id, tasks.job_id, tasks.unit_seq, tasks.state = 'error', \
-         CASE WHEN ?4 THEN (SELECT CASE WHEN u.dirty = 0 THEN 2 - u.replicated ELSE 0 END \
+         RETURNING unit_id, job_id, unit_seq, \
+         CASE WHEN ?7 THEN (SELECT CASE WHEN u.dirty = 0 THEN 2 - u.replicated ELSE 0 END \
           FROM units u WHERE u.id = tasks.unit_id) ELSE 0 END",
     )?;
-    let rows = stmt.query_map(
-        params![
-            now,
-            Value::Array(batch).to_string(),
-            worker_s,
-            !credit_of.is_empty()
-        ],
-        |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, i64>(3)?,
-                r.get::<_, bool>(4)?,
-                r.get::<_, i64>(5)?,
-            ))
-        },
-    )?;
+    let mut rows = Vec::with_capacity(results.len());
+    for (task, outcome) in results {
+        let (state, output, error) = match outcome {
+            Outcome::Success(v) | Outcome::Decisive { output: v, .. } => {
+                ("success", Some(v.to_string()), None)
+            }
+            Outcome::Error(e) => ("error", None, Some(e.as_str())),
+        };
+        let decisive = matches!(outcome, Outcome::Decisive { .. });
+        let row = stmt
+            .query_row(
+                params![
+                    state,
+                    output,
+                    error,
+                    now,
+                    task.to_string(),
+                    worker_s,
+                    decisive
+                ],
+                |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, i64>(2)?,
+                        r.get::<_, i64>(3)?,
+                    ))
+                },
+            )
+            .optional()?;
+        if let Some((unit, job, seq, decidable)) = row {
+            rows.push((*task, unit, job, seq, state == "error", decidable));
+        }
+    }
     let mut out = Recorded {
         tasks: Vec::with_capacity(results.len()),
         ..Recorded::default()
@@ -82,9 +87,7 @@ pub(super) fn record_results(
     let mut verdicts: Vec<UnitVerdict> = Vec::new();
     let mut verdict_of: HashMap<Uuid, usize> = HashMap::new();
     let mut errors = 0i64;
-    for row in rows {
-        let (task, unit, job, seq, error, decidable) = row?;
-        let task = parse_uuid(&task, "id")?;
+    for (task, unit, job, seq, error, decidable) in rows {
         let unit = parse_uuid(&unit, "unit_id")?;
         out.tasks.push(task);
         errors += error as i64;
@@ -120,10 +123,7 @@ pub(super) fn record_results(
     }
     if !marked.is_empty() {
         out.pending = true;
-        conn.prepare_cached(
-            "UPDATE OR FAIL units SET dirty = dirty + 1 WHERE id IN (SELECT value FROM json_each(?1))",
-        )?
-        .execute([id_list(&marked)])?;
+        mark_dirty(conn, marked.iter().map(Uuid::to_string))?;
     }
     conn.prepare_cached("UPDATE workers SET last_seen = ?1 WHERE id = ?2")?
         .execute(params![now, worker_s])?;
@@ -288,13 +288,22 @@ pub(super) fn expire(conn: &Connection, now: Millis) -> StoreResult<u64> {
             *per_worker.entry(w).or_default() += 1;
         }
     }
-    let units: Vec<&str> = rows.iter().map(|(u, _)| u.as_str()).collect();
-    conn.prepare_cached(
-        "UPDATE OR FAIL units SET dirty = dirty + 1 WHERE id IN (SELECT value FROM json_each(?1))",
-    )?
-    .execute([serde_json::to_string(&units).unwrap_or_default()])?;
+    mark_dirty(conn, rows.iter().map(|(u, _)| u.as_str()))?;
     for (w, n) in per_worker {
         trust::penalize(conn, w, n, "timeouts")?;
     }
     Ok(rows.len() as u64)
+}
+
+/// Tells the transitioner the units changed: one mark per unit, however many of its tasks did.
+fn mark_dirty<S: AsRef<str> + Ord>(
+    conn: &Connection,
+    units: impl IntoIterator<Item = S>,
+) -> StoreResult<()> {
+    let units: std::collections::BTreeSet<S> = units.into_iter().collect();
+    let mut stmt = conn.prepare_cached("UPDATE units SET dirty = dirty + 1 WHERE id = ?1")?;
+    for unit in &units {
+        stmt.execute([unit.as_ref()])?;
+    }
+    Ok(())
 }
