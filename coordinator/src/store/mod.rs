@@ -184,6 +184,16 @@ impl Outcome {
     pub fn is_success(&self) -> bool {
         !matches!(self, Outcome::Error(_))
     }
+
+    /// The task row's `state`, `output` and `error` columns for this result.
+    pub(crate) fn columns(&self) -> (&'static str, Option<String>, Option<&str>) {
+        match self {
+            Outcome::Success(v) | Outcome::Decisive { output: v, .. } => {
+                ("success", Some(v.to_string()), None)
+            }
+            Outcome::Error(e) => ("error", None, Some(e.as_str())),
+        }
+    }
 }
 
 /// What recording a report's results did.

@@ -112,12 +112,7 @@ impl PostgresStore {
         let mut errors = 0i64;
         let mut units = Vec::with_capacity(results.len());
         for (task, outcome) in results {
-            let (state, output, error) = match outcome {
-                Outcome::Success(v) | Outcome::Decisive { output: v, .. } => {
-                    ("success", Some(v.to_string()), None)
-                }
-                Outcome::Error(e) => ("error", None, Some(e.as_str())),
-            };
+            let (state, output, error) = outcome.columns();
             let unit: Option<String> = sqlx::query_scalar(
                 "UPDATE tasks SET state = $1, output = $2, error = $3, reported_at = $4 \
                  WHERE id = $5 AND worker_id = $6 AND state IN ('leased', 'timed_out') \

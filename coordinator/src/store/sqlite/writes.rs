@@ -47,12 +47,7 @@ pub(super) fn record_results(
     )?;
     let mut rows = Vec::with_capacity(results.len());
     for (task, outcome) in results {
-        let (state, output, error) = match outcome {
-            Outcome::Success(v) | Outcome::Decisive { output: v, .. } => {
-                ("success", Some(v.to_string()), None)
-            }
-            Outcome::Error(e) => ("error", None, Some(e.as_str())),
-        };
+        let (state, output, error) = outcome.columns();
         let decisive = matches!(outcome, Outcome::Decisive { .. });
         let row = stmt
             .query_row(
