@@ -12,12 +12,13 @@
 //! statement, about seven context switches per dispatched unit, and that, not SQLite, was most
 //! of the writer's cost (issue 8, W1 and W2 profiles). Here a whole group runs without one.
 //!
-//! Multi-row `UPDATE`s run by the ops say `OR FAIL`: under SQLite's default (`ABORT`) every such
-//! statement keeps a statement journal, a copy of each page it changes, to undo itself alone
-//! if it fails. Here a failing statement fails its op's whole transaction (a group is rolled
-//! back and its ops run alone; an op alone is rolled back), so the copies were never used: they
-//! were 6 % of the writer's time in W1 (issue 8). Statements calling SQL functions (`->>`) keep
-//! a journal whatever their conflict clause.
+//! The multi-row `UPDATE`s on every unit's path (the lease, the timeouts, the marks for the
+//! transitioner, aborting leftover replicas) say `OR FAIL`: under SQLite's default (`ABORT`)
+//! such a statement keeps a statement journal, a copy of each page it changes, to undo itself
+//! alone if it fails. Here a failing statement fails its op's whole transaction (a group is
+//! rolled back and its ops run alone; an op alone is rolled back), so the copies were never
+//! used: they were 6 % of the writer's time in W1 (issue 8). A statement calling an SQL
+//! function (`->>`, say) keeps its journal whatever its conflict clause.
 
 use std::path::Path;
 use std::sync::Arc;

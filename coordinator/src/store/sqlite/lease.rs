@@ -37,7 +37,8 @@ fn take_tasks(
     match pick {
         Pick::Singles => {
             let mut stmt = conn.prepare_cached(
-                "UPDATE OR FAIL tasks SET state = 'leased', worker_id = ?1, leased_at = ?2, deadline = ?3 \
+                "UPDATE OR FAIL tasks \
+                 SET state = 'leased', worker_id = ?1, leased_at = ?2, deadline = ?3 \
                  WHERE rowid IN (SELECT rowid FROM tasks WHERE job_id = ?4 AND state = 'unsent' \
                    ORDER BY unit_seq LIMIT ?5) \
                  RETURNING id, job_id, unit_id, unit_seq, deadline",
@@ -46,7 +47,8 @@ fn take_tasks(
         }
         Pick::Replicas { owner } => {
             let mut stmt = conn.prepare_cached(
-                "UPDATE OR FAIL tasks SET state = 'leased', worker_id = ?1, leased_at = ?2, deadline = ?3 \
+                "UPDATE OR FAIL tasks \
+                 SET state = 'leased', worker_id = ?1, leased_at = ?2, deadline = ?3 \
                  WHERE rowid IN (SELECT MIN(t.rowid) FROM tasks t WHERE t.job_id = ?4 \
                    AND t.state = 'unsent' \
                    AND NOT EXISTS (SELECT 1 FROM tasks o WHERE o.unit_id = t.unit_id \

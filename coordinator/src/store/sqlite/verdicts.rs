@@ -1,7 +1,8 @@
 //! Writing the transitioner's verdicts (and a report's decisive results): on the path of every
-//! unit. Each write is a prepared single-row statement run on the writer's own thread, where a
-//! step costs a microsecond or two; the set-based statements fed JSON arrays that they replaced
-//! spent more than that per row parsing JSON and keeping statement journals (issue 8, W1).
+//! unit. Each write is a prepared statement run once per unit, task, worker or job on the
+//! writer's own thread, where a step costs a microsecond or two; the set-based statements fed
+//! JSON arrays that they replaced spent more than that per row parsing JSON and keeping
+//! statement journals (issue 8, W1).
 
 use std::collections::HashMap;
 
