@@ -172,7 +172,8 @@ async fn a_frozen_worker_s_tasks_time_out_and_the_job_ends_correct() {
         .submit(&spec(json!({
             "name": "survives a crash",
             "app": "prime-count",
-            "params": {"start": 0, "end": 300_000_000u64, "unit_size": 5_000_000},
+            // Units of ~10 ms, so the worker is caught holding leases (see the next test).
+            "params": {"start": 0, "end": 3_000_000_000u64, "unit_size": 100_000_000},
             "redundancy": {"min_quorum": 2},
             "unit_timeout_secs": 3
         })))
@@ -184,7 +185,8 @@ async fn a_frozen_worker_s_tasks_time_out_and_the_job_ends_correct() {
     let _w = [c.worker("a", 1), c.worker("b", 1)];
     let done = api.wait(job.id, LONG).await;
     assert_eq!(done.state, JobState::Completed, "{done:?}");
-    assert_eq!(api.result_json(job.id).await, json!({"count": 16_252_325}));
+    // pi(3 * 10^9)
+    assert_eq!(api.result_json(job.id).await, json!({"count": 144_449_537}));
     // The frozen worker's leases were timed out and replaced.
     let timed_out = tasks_of(&pool, "doomed", "timed_out").await;
     assert!(
@@ -205,7 +207,9 @@ async fn two_workers_at_quorum_2_end_a_job_after_one_missed_its_deadlines() {
         .submit(&spec(json!({
             "name": "outlives a late worker",
             "app": "prime-count",
-            "params": {"start": 0, "end": 20_000_000u64, "unit_size": 1_000_000},
+            // Units of ~10 ms: long enough for the worker to be caught holding leases (with
+            // units of 0.1 ms it could lease and report all of them between two looks).
+            "params": {"start": 0, "end": 2_000_000_000u64, "unit_size": 100_000_000},
             "redundancy": {"min_quorum": 2},
             "unit_timeout_secs": 2
         })))
@@ -221,8 +225,8 @@ async fn two_workers_at_quorum_2_end_a_job_after_one_missed_its_deadlines() {
     late.thaw();
     let done = api.wait(job.id, LONG).await;
     assert_eq!(done.state, JobState::Completed, "{done:?}");
-    // pi(2 * 10^7)
-    assert_eq!(api.result_json(job.id).await, json!({"count": 1_270_607}));
+    // pi(2 * 10^9)
+    assert_eq!(api.result_json(job.id).await, json!({"count": 98_222_287}));
 }
 
 /// With the default limits (a worker is suspected after 60 s of silence, a unit times out
