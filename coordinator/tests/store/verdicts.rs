@@ -4,7 +4,7 @@
 use sparecycles_coordinator::scheduler::trust::TrustPolicy;
 use sparecycles_coordinator::scheduler::validate::Decision;
 use sparecycles_coordinator::store::{DirtyUnit, LeaseAsk, Store, UnitVerdict};
-use sparecycles_protocol::JobState;
+use sparecycles_protocol::{JobState, Millis};
 use uuid::Uuid;
 
 use crate::harness::{Fresh, apps, job, redundancy, worker};
@@ -267,6 +267,21 @@ async fn a_caught_liar_loses_what_it_decided_alone(f: Fresh) {
 }
 contract!(liar_undo, a_caught_liar_loses_what_it_decided_alone);
 
+/// Times out the leases overdue at `now` and gives each marked unit one replacement task, as
+/// the transitioner would; returns how many tasks timed out and how many units it marked.
+async fn time_out_and_replace(s: &dyn Store, now: Millis) -> (u64, usize) {
+    let expired = s.expire_tasks(now).await.unwrap();
+    let marked = s.dirty_units(100).await.unwrap();
+    let replace = marked
+        .iter()
+        .map(|u| verdict(u, Decision::Pending { new_tasks: 1 }, false))
+        .collect();
+    s.apply_verdicts(replace, &TrustPolicy::default(), now + 1)
+        .await
+        .unwrap();
+    (expired, marked.len())
+}
+
 /// Units of one task each are leased in order without looking at their other tasks; once a
 /// unit has a replacement task, the worker whose task timed out never gets it.
 async fn a_replacement_never_goes_to_the_worker_that_timed_out(f: Fresh) {
@@ -282,16 +297,7 @@ async fn a_replacement_never_goes_to_the_worker_that_timed_out(f: Fresh) {
         .map(|t| t.unit_seq)
         .collect();
     assert_eq!(first, [0, 1]);
-    assert_eq!(s.expire_tasks(NOW + 60_001).await.unwrap(), 2);
-    let timed_out = s.dirty_units(100).await.unwrap();
-    assert_eq!(timed_out.len(), 2);
-    let replace = timed_out
-        .iter()
-        .map(|u| verdict(u, Decision::Pending { new_tasks: 1 }, false))
-        .collect();
-    s.apply_verdicts(replace, &TrustPolicy::default(), NOW + 60_002)
-        .await
-        .unwrap();
+    assert_eq!(time_out_and_replace(s, NOW + 60_001).await, (2, 2));
     let row = s.job(j.id).await.unwrap().unwrap();
     assert_eq!((row.units_created, row.tasks_created), (2, 4));
     let again: Vec<u64> = lease(s, a, 20, NOW + 60_003)
@@ -327,15 +333,7 @@ async fn a_timed_out_task_goes_back_to_its_worker_when_its_replacement_waits(f: 
     let done = lease(s, b, 1, NOW).await;
     assert_eq!((late.len(), done.len()), (1, 1));
     record(s, b, vec![(done[0].task_id, success(0))], NOW + 10).await;
-    assert_eq!(s.expire_tasks(NOW + 60_001).await.unwrap(), 1);
-    let marked = s.dirty_units(10).await.unwrap();
-    let replace = marked
-        .iter()
-        .map(|u| verdict(u, Decision::Pending { new_tasks: 1 }, false))
-        .collect();
-    s.apply_verdicts(replace, &TrustPolicy::default(), NOW + 60_002)
-        .await
-        .unwrap();
+    assert_eq!(time_out_and_replace(s, NOW + 60_001).await.0, 1);
     assert_eq!(s.job(j.id).await.unwrap().unwrap().tasks_created, 3);
     // Within a unit's timeout the replacement waits for another worker.
     assert!(lease(s, a, 20, NOW + 60_003).await.is_empty());

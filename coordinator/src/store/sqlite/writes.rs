@@ -25,13 +25,6 @@ pub(super) fn record_results(
     now: Millis,
 ) -> StoreResult<Recorded> {
     let worker_s = worker.to_string();
-    let credit_of: HashMap<Uuid, f64> = results
-        .iter()
-        .filter_map(|(task, outcome)| match outcome {
-            Outcome::Decisive { credit, .. } => Some((*task, *credit)),
-            _ => None,
-        })
-        .collect();
     // One prepared statement per result (a single-row write: no JSON for SQLite to parse and no
     // statement journal, which a report's results as one JSON array cost, issue 8). The last
     // column, looked up only for decisive results (?7): 0 when the unit has a change waiting
@@ -45,10 +38,20 @@ pub(super) fn record_results(
          CASE WHEN ?7 THEN (SELECT CASE WHEN u.dirty = 0 THEN 2 - u.replicated ELSE 0 END \
           FROM units u WHERE u.id = tasks.unit_id) ELSE 0 END",
     )?;
-    let mut rows = Vec::with_capacity(results.len());
+    let mut out = Recorded {
+        tasks: Vec::with_capacity(results.len()),
+        ..Recorded::default()
+    };
+    let mut marked = Vec::new();
+    let mut verdicts: Vec<UnitVerdict> = Vec::new();
+    let mut verdict_of: HashMap<Uuid, usize> = HashMap::new();
+    let mut errors = 0i64;
     for (task, outcome) in results {
         let (state, output, error) = outcome.columns();
-        let decisive = matches!(outcome, Outcome::Decisive { .. });
+        let credit = match outcome {
+            Outcome::Decisive { credit, .. } => Some(*credit),
+            _ => None,
+        };
         let row = stmt
             .query_row(
                 params![
@@ -58,7 +61,7 @@ pub(super) fn record_results(
                     now,
                     task.to_string(),
                     worker_s,
-                    decisive
+                    credit.is_some()
                 ],
                 |r| {
                     Ok((
@@ -70,23 +73,13 @@ pub(super) fn record_results(
                 },
             )
             .optional()?;
-        if let Some((unit, job, seq, decidable)) = row {
-            rows.push((*task, unit, job, seq, state == "error", decidable));
-        }
-    }
-    let mut out = Recorded {
-        tasks: Vec::with_capacity(results.len()),
-        ..Recorded::default()
-    };
-    let mut marked = Vec::new();
-    let mut verdicts: Vec<UnitVerdict> = Vec::new();
-    let mut verdict_of: HashMap<Uuid, usize> = HashMap::new();
-    let mut errors = 0i64;
-    for (task, unit, job, seq, error, decidable) in rows {
-        let unit = parse_uuid(&unit, "unit_id")?;
+        let Some((unit, job, seq, decidable)) = row else {
+            continue;
+        };
+        let (task, unit) = (*task, parse_uuid(&unit, "unit_id")?);
         out.tasks.push(task);
-        errors += error as i64;
-        let Some(&credit) = credit_of.get(&task).filter(|_| decidable > 0) else {
+        errors += (state == "error") as i64;
+        let Some(credit) = credit.filter(|_| decidable > 0) else {
             marked.push(unit);
             continue;
         };
