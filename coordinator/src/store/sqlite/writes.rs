@@ -78,7 +78,7 @@ pub(super) fn record_results(
         };
         let (task, unit) = (*task, parse_uuid(&unit, "unit_id")?);
         out.tasks.push(task);
-        errors += (state == "error") as i64;
+        errors += !outcome.is_success() as i64;
         let Some(credit) = credit.filter(|_| decidable > 0) else {
             marked.push(unit);
             continue;
