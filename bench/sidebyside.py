@@ -365,47 +365,23 @@ class Coordinator:
 
     def run_job(self, spec, poll=0.01, timeout=600, on_tick=None):
         """Submit, wait until final; returns (seconds from submit to assembled result, view, count).
-        Without on_tick the end is seen on the event stream (no polling error, no polling load)."""
-        if on_tick is None:
-            return self.run_job_events(spec, timeout)
+        Without on_tick the end is awaited with the job view's long poll (`?wait_ms=`): the
+        answer comes as the job ends, with no polling error and no polling load."""
         t0 = time.monotonic()
         job = self.api.call("POST", "/api/v1/jobs", spec)
         while True:
             if on_tick:
                 on_tick(time.monotonic() - t0)
-            view = self.api.call("GET", f"/api/v1/jobs/{job['id']}")
+                view = self.api.call("GET", f"/api/v1/jobs/{job['id']}")
+            else:
+                view = self.api.call("GET", f"/api/v1/jobs/{job['id']}?wait_ms=20000")
             if view["state"] in ("completed", "failed", "canceled"):
                 break
             if time.monotonic() - t0 > timeout:
                 raise RuntimeError(f"job not finished after {timeout}s: {view['units']}")
-            time.sleep(poll)
+            if on_tick:
+                time.sleep(poll)
         wall = time.monotonic() - t0
-        if view["state"] != "completed":
-            return wall, view, None
-        return wall, view, count_of(self.api.call("GET", f"/api/v1/jobs/{job['id']}/result"))
-
-    def run_job_events(self, spec, timeout):
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
-        try:
-            conn.request("GET", "/api/v1/events", headers={"authorization": f"Bearer {TOKEN}"})
-            stream = conn.getresponse()
-            # Subscribed once the first snapshot (or the hello comment) arrives.
-            stream.readline()
-            t0 = time.monotonic()
-            job = self.api.call("POST", "/api/v1/jobs", spec)
-            while True:
-                line = stream.readline()
-                if not line:
-                    raise RuntimeError("event stream ended before the job did")
-                if not line.startswith(b"data:") or b"job_changed" not in line:
-                    continue
-                event = json.loads(line[5:])
-                if event.get("job_id") == job["id"] and event.get("state") in ("completed", "failed", "canceled"):
-                    break
-            wall = time.monotonic() - t0
-        finally:
-            conn.close()
-        view = self.api.call("GET", f"/api/v1/jobs/{job['id']}")
         if view["state"] != "completed":
             return wall, view, None
         return wall, view, count_of(self.api.call("GET", f"/api/v1/jobs/{job['id']}/result"))

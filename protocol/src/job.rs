@@ -20,6 +20,8 @@ pub const MAX_UNIT_TIMEOUT_SECS: u64 = 7 * 24 * 3600;
 pub const DEFAULT_UNIT_TIMEOUT_SECS: u64 = 600;
 /// Accepted priorities are `-PRIORITY_RANGE..=PRIORITY_RANGE`.
 pub const PRIORITY_RANGE: i32 = 1000;
+/// The longest `GET /api/v1/jobs/{id}?wait_ms=` holds its answer for the job to end.
+pub const MAX_JOB_WAIT_MS: u64 = 30_000;
 
 /// A job as submitted: the JSON body of `POST /api/v1/jobs`, and the TOML files in `job-specs/`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

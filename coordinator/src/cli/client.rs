@@ -86,8 +86,21 @@ impl ApiClient {
     }
 
     pub async fn job(&self, id: Uuid) -> anyhow::Result<JobView> {
-        let req = self.http.get(format!("{}/api/v1/jobs/{id}", self.base));
-        Ok(self.send(req).await?.json().await?)
+        self.job_waiting(id, std::time::Duration::ZERO).await
+    }
+
+    /// The job once it has ended, or as it is after `wait` (a long poll: the answer comes
+    /// as soon as the job ends).
+    pub async fn job_waiting(
+        &self,
+        id: Uuid,
+        wait: std::time::Duration,
+    ) -> anyhow::Result<JobView> {
+        let mut url = format!("{}/api/v1/jobs/{id}", self.base);
+        if !wait.is_zero() {
+            url.push_str(&format!("?wait_ms={}", wait.as_millis()));
+        }
+        Ok(self.send(self.http.get(url)).await?.json().await?)
     }
 
     pub async fn result(&self, id: Uuid) -> anyhow::Result<Download> {

@@ -68,17 +68,21 @@ pub async fn run(args: SubmitArgs) -> anyhow::Result<ExitCode> {
     finish(&client, &done, args.output.as_deref()).await
 }
 
-/// Polls a job until it ends, moving `bar` along.
+/// Follows a job until it ends, moving `bar` along: each look waits up to a quarter second
+/// for the end (a long poll), so the bar moves four times a second and the end shows at once.
 pub async fn follow(client: ApiClient, job: JobView, bar: ProgressBar) -> anyhow::Result<JobView> {
+    const LOOK: Duration = Duration::from_millis(250);
     loop {
-        let now = client.job(job.id).await?;
+        let asked = tokio::time::Instant::now();
+        let now = client.job_waiting(job.id, LOOK).await?;
         bar.set_position(now.units.done);
         bar.set_message(now.state.to_string());
         if now.state.is_final() {
             bar.finish();
             return Ok(now);
         }
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        // A coordinator that did not wait (older, or shutting down) is polled, not flooded.
+        tokio::time::sleep_until(asked + LOOK).await;
     }
 }
 

@@ -8,6 +8,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use sparecycles_protocol::ErrorBody;
 use sparecycles_protocol::dashboard::Event;
+use sparecycles_protocol::job::MAX_JOB_WAIT_MS;
 use sparecycles_protocol::{JobCounts, JobList, JobSpec, JobState, JobView, now_millis};
 use uuid::Uuid;
 
@@ -209,14 +210,28 @@ pub async fn load(state: &AppState, raw: &str, scope: Scope) -> Result<JobRow, A
         .ok_or_else(|| ApiError::NotFound(format!("no job with id {id}")))
 }
 
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+struct ShowQuery {
+    /// Hold the answer until the job has ended (completed, failed or canceled), at most this
+    /// many milliseconds (capped at 30000); omitted or 0: answer at once. A long poll: a client
+    /// waiting for a job hears of its end at once, without polling.
+    wait_ms: Option<u64>,
+}
+
+/// How often a job wait looks at the job without being signaled: another coordinator on the
+/// same database may end it, and its events do not reach this one.
+const JOB_WAIT_RECHECK: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// One job.
 #[utoipa::path(
     get,
     path = "/api/v1/jobs/{id}",
     tag = "jobs",
-    params(("id" = String, Path, description = "The job's id (a UUID)")),
+    params(("id" = String, Path, description = "The job's id (a UUID)"), ShowQuery),
     responses(
         (status = 200, description = "The job", body = JobView),
+        (status = 400, description = "A malformed query string", body = ErrorBody, content_type = "application/problem+json"),
         (status = 404, description = "No such job", body = ErrorBody, content_type = "application/problem+json"),
     )
 )]
@@ -224,10 +239,44 @@ async fn show(
     State(state): State<AppState>,
     JobReader(scope): JobReader,
     Path(id): Path<String>,
+    Query(q): Query<ShowQuery>,
 ) -> Result<Json<JobView>, ApiError> {
-    let row = load(&state, &id, scope).await?;
+    let wait = q.wait_ms.unwrap_or(0).min(MAX_JOB_WAIT_MS);
+    // Subscribed before the first look, so an end announced in between is not missed.
+    let mut events = state.hub().subscribe();
+    let mut row = load(&state, &id, scope).await?;
+    if wait > 0 && !row.state.is_final() {
+        let give_up = tokio::time::Instant::now() + std::time::Duration::from_millis(wait);
+        while !row.state.is_final() && !state.closing() {
+            let now = tokio::time::Instant::now();
+            if now >= give_up {
+                break;
+            }
+            let look = give_up.min(now + JOB_WAIT_RECHECK);
+            tokio::select! {
+                _ = ended(&mut events, row.id) => {}
+                _ = tokio::time::sleep_until(look) => {}
+                _ = state.closed() => break,
+            }
+            row = load(&state, &id, scope).await?;
+        }
+    }
     let mut one = views(state.store(), std::slice::from_ref(&row)).await?;
     Ok(Json(one.remove(0)))
+}
+
+/// Resolves when job `id` changes state (or events were missed, which may include that);
+/// never when the event bus closes.
+async fn ended(events: &mut tokio::sync::broadcast::Receiver<Event>, id: Uuid) {
+    use tokio::sync::broadcast::error::RecvError;
+    loop {
+        match events.recv().await {
+            Ok(Event::JobChanged { job_id, .. }) if job_id == id => return,
+            Ok(_) => {}
+            Err(RecvError::Lagged(_)) => return,
+            Err(RecvError::Closed) => std::future::pending::<()>().await,
+        }
+    }
 }
 
 /// A completed job's result: JSON, or an image for picture apps.

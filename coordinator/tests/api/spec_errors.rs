@@ -1,6 +1,8 @@
 //! Bad job specs get a clear 4xx problem+json and create nothing.
 
-use serde_json::json;
+use std::time::Duration;
+
+use serde_json::{Value, json};
 use sqlx::Row;
 
 use crate::helpers::{ADMIN_TOKEN, Coordinator, db, problem_detail};
@@ -136,4 +138,75 @@ async fn results_are_409_until_completed_and_cancel_stops_a_job() {
         .post_raw(&format!("/api/v1/jobs/{}/cancel", job.id), None, "")
         .await;
     assert_eq!(status, 401);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_view_can_wait_for_the_job_to_end() {
+    let c = Coordinator::start();
+    let api = c.api();
+    let job = api
+        .submit(&crate::helpers::spec(json!({
+            "name": "waited on",
+            "app": "collatz",
+            "params": {"start": 1, "end": 1000, "unit_size": 10}
+        })))
+        .await;
+    let get = |query: &'static str| {
+        let (http, url) = (
+            api.http.clone(),
+            format!("{}/api/v1/jobs/{}{query}", c.url, job.id),
+        );
+        async move {
+            let started = std::time::Instant::now();
+            let r = http.get(url).send().await.unwrap();
+            let status = r.status().as_u16();
+            let ct = r
+                .headers()
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned();
+            (
+                status,
+                ct,
+                r.json::<Value>().await.unwrap(),
+                started.elapsed(),
+            )
+        }
+    };
+    // No worker: the job stays queued, and the answer comes when the wait is over.
+    let (status, _, view, took) = get("?wait_ms=400").await;
+    assert_eq!(status, 200);
+    assert_eq!(view["state"], "queued");
+    assert!(
+        took >= Duration::from_millis(350),
+        "answered after {took:?}"
+    );
+    // A malformed wait is refused, with nothing changed.
+    let (status, ct, body, _) = get("?wait_ms=soon").await;
+    assert_eq!(status, 400, "{body}");
+    assert!(ct.starts_with("application/problem+json"), "{ct}");
+    // A waiting view answers as soon as the job ends (here: canceled), not when the wait is over.
+    let waiting = tokio::spawn(get("?wait_ms=20000"));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !waiting.is_finished(),
+        "the view answered before the job ended"
+    );
+    let (status, _, _) = api
+        .post_raw(
+            &format!("/api/v1/jobs/{}/cancel", job.id),
+            Some(ADMIN_TOKEN),
+            "",
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (status, _, view, took) = waiting.await.unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(view["state"], "canceled");
+    assert!(took < Duration::from_secs(10), "answered after {took:?}");
+    // An ended job is answered at once, whatever the wait.
+    let (_, _, view, took) = get("?wait_ms=20000").await;
+    assert_eq!(view["state"], "canceled");
+    assert!(took < Duration::from_secs(5), "answered after {took:?}");
 }
