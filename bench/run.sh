@@ -11,7 +11,8 @@
 #     PROFILE_UNITS=3000 bash bench/run.sh              # smoke run, about a minute
 #
 # Sizes (defaults): W1_UNITS=100000 W1_WORKERS=1000 W1_CONCURRENCY=64 W1_BATCH=16
-#   W1_QUORUMS="1 2" W1_RATES="100 250 400" (open loop, cycles/s) W1_OPEN_SECS=5; W2_END=2000000000 W2_UNITS=200 W2_ROUNDS=15; W3_KILL_AT=1.0
+#   W1_QUORUMS="1 2" W1_CLIENTS="8 16" (quorum 1 with fewer clients) W1_RATES="100 250 400"
+#   (open loop, cycles/s) W1_OPEN_SECS=5; W2_END=2000000000 W2_UNITS=200 W2_ROUNDS=15; W3_KILL_AT=1.0
 #   W3_SUSPECT="60 2" (--suspect-after-secs: the default and a tuned value); W4_UNITS=1000000
 #   W4_SECS=30 W4_WORKERS=2; PS_END=$W2_END PS_THREADS="1 $(nproc)" PS_ROUNDS=3;
 #   PROFILE_UNITS=30000 PROFILE_FREQ=499.

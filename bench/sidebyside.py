@@ -49,6 +49,10 @@ W1_QUORUMS = [int(q) for q in os.environ.get("W1_QUORUMS", "1 2").split()]
 # Open loop (quorum 1): lease -> compute -> report cycles started per second by the simulated
 # fleet, whatever the latency, as real workers call; each rate runs for about W1_OPEN_SECS.
 W1_RATES = [float(r) for r in os.environ.get("W1_RATES", "100 250 400").split()]
+# Closed loop (quorum 1) again with fewer clients: the same 1,000 simulated workers, fewer calls
+# in flight. With 64 always waiting, a lease's latency is 64 ÷ the calls per second (Little's
+# law) whatever the coordinator does; with a few, it is the coordinator's own.
+W1_CLIENTS = [int(n) for n in os.environ.get("W1_CLIENTS", "8 16").split()]
 W1_OPEN_SECS = env_float("W1_OPEN_SECS", 5)
 W2_END = env_int("W2_END", 2_000_000_000)
 W2_UNITS = env_int("W2_UNITS", 200)
@@ -423,7 +427,7 @@ W1_PATTERNS = {
 }
 
 
-def w1_once(tmp, units, quorum, profile_to=None, rate=None, binary=None):
+def w1_once(tmp, units, quorum, profile_to=None, rate=None, binary=None, concurrency=W1_CONCURRENCY):
     c = Coordinator(tmp, binary=binary)
     perf = None
     try:
@@ -436,7 +440,7 @@ def w1_once(tmp, units, quorum, profile_to=None, rate=None, binary=None):
         with open(outf, "w") as fo:
             b = PROCS.start([os.path.join(BIN, "coordinator"), "bench", "--coordinator", c.url, "--token", TOKEN,
                              "--units", str(units), "--workers", str(W1_WORKERS), "--concurrency",
-                             str(W1_CONCURRENCY), "--batch", str(W1_BATCH), "--quorum", str(quorum),
+                             str(concurrency), "--batch", str(W1_BATCH), "--quorum", str(quorum),
                              "--pid", str(c.pid), *(["--rate", str(rate)] if rate else [])],
                             "bench", stdout=fo, stderr=subprocess.STDOUT)
             rc = PROCS.reap(b)
@@ -444,7 +448,7 @@ def w1_once(tmp, units, quorum, profile_to=None, rate=None, binary=None):
         if perf is not None:
             PROCS.stop(perf, sig=signal.SIGINT, grace=60)
         text = open(outf).read()
-        r = {"units": units, "quorum": quorum, "workers": W1_WORKERS, "concurrency": W1_CONCURRENCY, "rate": rate,
+        r = {"units": units, "quorum": quorum, "workers": W1_WORKERS, "concurrency": concurrency, "rate": rate,
              "batch": W1_BATCH, "exit": rc, "output": text.strip(), "loadgen_cpu_s": PROCS.cpu(b),
              "coord_ctx_switches_per_unit": (cs1 - cs0) / units if cs0 is not None and cs1 is not None else None}
         for k, pat in W1_PATTERNS.items():
@@ -472,6 +476,14 @@ def w1(tmp):
         r["cpu"] = w.stats
         log(f"W1 q{q}: {r['units_per_s']} units/s, lease p99 {r['lease_p99_ms']} ms, correct={r['correct']}")
         res[f"q{q}"] = r
+    for n in W1_CLIENTS if 1 in W1_QUORUMS else []:
+        log(f"W1: {W1_UNITS} units, quorum 1, {W1_WORKERS} simulated workers, {n} clients")
+        with CpuWindow() as w:
+            r = w1_once(tmp, W1_UNITS, 1, concurrency=n)
+        r["cpu"] = w.stats
+        log(f"W1 q1 {n} clients: {r['units_per_s']} units/s, lease p50/p99 {r['lease_p50_ms']}/{r['lease_p99_ms']} ms, "
+            f"correct={r['correct']}")
+        res[f"q1c{n}"] = r
     for rate in W1_RATES:
         units = int(rate * W1_BATCH * W1_OPEN_SECS)
         log(f"W1 open loop: {rate:g} cycles/s, {units} units")
@@ -823,6 +835,15 @@ def report(res):
                      f"{fmt(r.get('report_p50_ms'), 1)} / {fmt(r.get('report_p99_ms'), 1)} ms | - | - | "
                      f"p99 < 10 ms | {verdict(ok)} |")
             continue
+        if q.startswith("q1c"):
+            ok = (ups is not None and ups >= 20_000 and r.get("lease_p99_ms") is not None and r["lease_p99_ms"] < 10
+                  and r.get("correct"))
+            L.append(f"| W1 closed loop, quorum 1, {r['concurrency']} clients | units/s; lease p50 / p99; report p50 / "
+                     f"p99 ({r['units']:,} units, {r['workers']:,} workers, {r['concurrency']} calls in flight) | "
+                     f"{fmt(ups)}; {fmt(r.get('lease_p50_ms'), 1)} / {fmt(r.get('lease_p99_ms'), 1)} ms; "
+                     f"{fmt(r.get('report_p50_ms'), 1)} / {fmt(r.get('report_p99_ms'), 1)} ms | - | - | "
+                     f">= 20,000 and p99 < 10 ms | {verdict(ok)} |")
+            continue
         if q == "q1":
             tgt = ups is not None and ups >= 20_000 and (ratio is None or ratio >= 5)
             L.append(f"| W1 dispatch, quorum 1 | units/s, submit to assembled result ({r['units']:,} units, "
@@ -833,7 +854,8 @@ def report(res):
                      f"{fmt(ups)} | {fmt(bw1)} ({bw1n or '-'}; no quorum) | {fmt(ratio, 2)}x | - | |")
         lt = "p99 < 10 ms" if q == "q1" else "-"
         lv = verdict(r.get("lease_p99_ms") is not None and r["lease_p99_ms"] < 10) if q == "q1" else ""
-        L.append(f"| W1 {q} | lease p50 / p99 | {fmt(r.get('lease_p50_ms'), 1)} / {fmt(r.get('lease_p99_ms'), 1)} ms "
+        L.append(f"| W1 {q}, {r['concurrency']} clients | lease p50 / p99 | {fmt(r.get('lease_p50_ms'), 1)} / "
+                 f"{fmt(r.get('lease_p99_ms'), 1)} ms "
                  f"| - | - | {lt} | {lv} |")
         L.append(f"| W1 {q} | report p50 / p99 | {fmt(r.get('report_p50_ms'), 1)} / "
                  f"{fmt(r.get('report_p99_ms'), 1)} ms | - | - | - | |")
