@@ -857,7 +857,7 @@ def report(res):
         L.append(f"| W1 {q}, {r['concurrency']} clients | lease p50 / p99 | {fmt(r.get('lease_p50_ms'), 1)} / "
                  f"{fmt(r.get('lease_p99_ms'), 1)} ms "
                  f"| - | - | {lt} | {lv} |")
-        L.append(f"| W1 {q} | report p50 / p99 | {fmt(r.get('report_p50_ms'), 1)} / "
+        L.append(f"| W1 {q}, {r['concurrency']} clients | report p50 / p99 | {fmt(r.get('report_p50_ms'), 1)} / "
                  f"{fmt(r.get('report_p99_ms'), 1)} ms | - | - | - | |")
     w2r = res.get("w2")
     if w2r:
