@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 use sparecycles_protocol::{LeaseResponse, ReportRequest, ReportResponse, TaskResult};
 use sqlx::Row;
 
-use crate::helpers::{ADMIN_TOKEN, Coordinator, db, problem_detail, spec};
+use crate::helpers::{ADMIN_TOKEN, Coordinator, db, problem_detail, send, spec};
 
 /// Rows per table, to show that refused requests wrote nothing.
 async fn counts(c: &Coordinator) -> Vec<(String, i64)> {
@@ -23,19 +23,6 @@ async fn counts(c: &Coordinator) -> Vec<(String, i64)> {
         out.push((table.to_owned(), n));
     }
     out
-}
-
-/// Sends a request; returns status, content type and body text.
-async fn send(req: reqwest::RequestBuilder) -> (u16, String, String) {
-    let resp = req.send().await.expect("request");
-    let status = resp.status().as_u16();
-    let ct = resp
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
-    (status, ct, resp.text().await.unwrap_or_default())
 }
 
 fn detail(ct: &str, body: &str) -> String {

@@ -302,6 +302,19 @@ impl Drop for Worker {
     }
 }
 
+/// Sends a request; returns status, content type and body text.
+pub async fn send(req: reqwest::RequestBuilder) -> (u16, String, String) {
+    let resp = req.send().await.expect("request");
+    let status = resp.status().as_u16();
+    let ct = resp
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    (status, ct, resp.text().await.unwrap_or_default())
+}
+
 /// A typed client of the coordinator's HTTP API.
 #[derive(Clone)]
 pub struct Api {
@@ -385,15 +398,7 @@ impl Api {
         if let Some(t) = token {
             req = req.bearer_auth(t);
         }
-        let resp = req.send().await.expect("post");
-        let status = resp.status().as_u16();
-        let ct = resp
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_owned();
-        let text = resp.text().await.unwrap_or_default();
+        let (status, ct, text) = send(req).await;
         (
             status,
             ct,

@@ -5,7 +5,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use sqlx::Row;
 
-use crate::helpers::{ADMIN_TOKEN, Coordinator, db, problem_detail};
+use crate::helpers::{ADMIN_TOKEN, Coordinator, db, problem_detail, send};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_specs_are_refused_and_create_nothing() {
@@ -158,20 +158,9 @@ async fn a_job_view_can_wait_for_the_job_to_end() {
         );
         async move {
             let started = std::time::Instant::now();
-            let r = http.get(url).send().await.unwrap();
-            let status = r.status().as_u16();
-            let ct = r
-                .headers()
-                .get("content-type")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default()
-                .to_owned();
-            (
-                status,
-                ct,
-                r.json::<Value>().await.unwrap(),
-                started.elapsed(),
-            )
+            let (status, ct, body) = send(http.get(url)).await;
+            let body: Value = serde_json::from_str(&body).expect("a JSON body");
+            (status, ct, body, started.elapsed())
         }
     };
     // No worker: the job stays queued, and the answer comes when the wait is over.
