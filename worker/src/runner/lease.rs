@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use sparecycles_protocol::{LeaseRequest, now_millis};
+use sparecycles_protocol::{LeaseRequest, TaskAssignment, now_millis};
 
 use super::Shared;
 use crate::backoff::Backoff;
@@ -14,9 +14,14 @@ const LEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 /// Longest wait for waiting results to go out before a lease.
 const FLUSH_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// How long a shutdown waits for the answer to a lease already asked: a coordinator with work
+/// answers in milliseconds, and a lease still waiting for work after this holds no task.
+const STOP_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// Leases until stopped: asks for as many tasks as the buffer lacks, waits `idle_poll` when
-/// the coordinator has none, and backs off while it is unreachable.
-pub(crate) async fn lease_loop(shared: Arc<Shared>) {
+/// the coordinator has none, and backs off while it is unreachable. Returns the tasks of a
+/// lease answered after the stop, for the shutdown to hand back with the buffered ones.
+pub(crate) async fn lease_loop(shared: Arc<Shared>) -> Vec<TaskAssignment> {
     let stop = &shared.stop;
     let mut backoff = Backoff::default();
     while !stop.is_stopped() {
@@ -26,21 +31,21 @@ pub(crate) async fn lease_loop(shared: Arc<Shared>) {
         if shared.tasks.is_paused() {
             tokio::select! {
                 _ = shared.tasks.unpaused() => continue,
-                _ = stop.wait() => return,
+                _ = stop.wait() => return Vec::new(),
             }
         }
         let wanted = shared.tasks.wanted(now_millis());
         if wanted == 0 {
             tokio::select! {
                 _ = shared.tasks.space.notified() => continue,
-                _ = stop.wait() => return,
+                _ = stop.wait() => return Vec::new(),
             }
         }
         if shared.reports.pending() > 0 {
             // Results not yet reported hold quota room: send them first.
             tokio::select! {
                 _ = shared.reports.flush(FLUSH_WAIT) => {}
-                _ = stop.wait() => return,
+                _ = stop.wait() => return Vec::new(),
             }
         }
         let (generation, client) = shared.session.client();
@@ -50,9 +55,18 @@ pub(crate) async fn lease_loop(shared: Arc<Shared>) {
             wait_ms: Some(LEASE_WAIT.as_millis() as u32),
         };
         let asked = std::time::Instant::now();
+        let lease = client.lease(&request);
+        tokio::pin!(lease);
         let answer = tokio::select! {
-            answer = client.lease(&request) => answer,
-            _ = stop.wait() => return,
+            answer = &mut lease => answer,
+            _ = stop.wait() => {
+                // The coordinator may have leased tasks to this worker already: take them, so
+                // the shutdown hands them back now instead of their waiting for a deadline.
+                return match tokio::time::timeout(STOP_GRACE, lease).await {
+                    Ok(Ok(leased)) => leased.tasks,
+                    _ => Vec::new(),
+                };
+            }
         };
         match answer {
             Ok(leased) if leased.tasks.is_empty() => {
@@ -61,7 +75,7 @@ pub(crate) async fn lease_loop(shared: Arc<Shared>) {
                 // A coordinator that waited for work can be asked again at once; one that
                 // answered at once (older, or shutting down) is polled.
                 if asked.elapsed() < LEASE_WAIT / 2 && !stop.sleep(shared.config.idle_poll).await {
-                    return;
+                    return Vec::new();
                 }
             }
             Ok(leased) => {
@@ -72,18 +86,19 @@ pub(crate) async fn lease_loop(shared: Arc<Shared>) {
             }
             Err(ClientError::Unauthorized) => {
                 if !shared.reauthenticate(generation).await {
-                    return;
+                    return Vec::new();
                 }
             }
             Err(e) => {
                 let delay = backoff.next_delay_after(retry_after(&e));
                 tracing::warn!(error = %e, retry_in = ?delay, "lease failed; backing off");
                 if !stop.sleep(delay).await {
-                    return;
+                    return Vec::new();
                 }
             }
         }
     }
+    Vec::new()
 }
 
 /// Every task this worker still holds: buffered, computing, or with an undelivered result.
