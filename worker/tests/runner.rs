@@ -291,6 +291,32 @@ async fn stops_cleanly_while_the_coordinator_is_down() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_answered_during_the_stop_is_handed_back() {
+    let fake = Shared::default();
+    {
+        let mut f = fake.lock().unwrap();
+        // The coordinator has leased the tasks when the stop comes; its answer is on its way.
+        f.lease_delay = Some(Duration::from_millis(300));
+        f.queue
+            .extend((0..3).map(|i| prime_task(i * 1000, (i + 1) * 1000)));
+    }
+    let base = spawn_fake(fake.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (tx, handle) = start(config(&base, dir.path()));
+    wait_for(&fake, "a lease asked", |f| f.lease_calls >= 1).await;
+    let leased: Vec<Uuid> = fake.lock().unwrap().leased.iter().copied().collect();
+    assert_eq!(leased.len(), 3, "the first lease took every task");
+    stop(tx, handle).await;
+    let f = fake.lock().unwrap();
+    let mut released = f.released.clone();
+    released.sort();
+    let mut expected = leased;
+    expected.sort();
+    assert_eq!(released, expected, "the leased tasks were not handed back");
+    assert!(f.accepted.is_empty(), "nothing was computed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn results_go_out_while_a_paused_unit_holds_the_cores() {
     let fake = Shared::default();
     // Units finished just before a long one are kept back for a moment to go out together;

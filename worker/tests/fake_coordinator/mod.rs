@@ -10,6 +10,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
+use sparecycles_protocol::work::{ReleaseRequest, ReleaseResponse};
 use sparecycles_protocol::{
     EnrollRequest, EnrollResponse, ErrorBody, HeartbeatRequest, HeartbeatResponse, LeaseRequest,
     LeaseResponse, RefusedResult, ReportRequest, ReportResponse, TaskAssignment, TaskResult,
@@ -33,6 +34,11 @@ pub struct Fake {
     pub report_calls: usize,
     /// A result whose presence makes the whole report a 422.
     pub poison: Option<Uuid>,
+    /// How long lease answers take after their tasks are leased (an answer on its way).
+    pub lease_delay: Option<std::time::Duration>,
+    pub lease_calls: usize,
+    /// Tasks handed back with `/api/v1/work/release`.
+    pub released: Vec<Uuid>,
 }
 
 pub type Shared = Arc<Mutex<Fake>>;
@@ -79,14 +85,39 @@ async fn lease(
     headers: HeaderMap,
     Json(req): Json<LeaseRequest>,
 ) -> Response {
+    let (tasks, delay) = {
+        let mut fake = fake.lock().unwrap();
+        if !authorized(&fake, &headers) {
+            return problem(StatusCode::UNAUTHORIZED, "unknown worker token");
+        }
+        fake.lease_calls += 1;
+        let n = (req.max_tasks as usize).min(fake.queue.len());
+        let tasks: Vec<TaskAssignment> = fake.queue.drain(..n).collect();
+        fake.leased.extend(tasks.iter().map(|t| t.task_id));
+        (tasks, fake.lease_delay)
+    };
+    if let Some(delay) = delay {
+        tokio::time::sleep(delay).await;
+    }
+    Json(LeaseResponse { tasks, quota: None }).into_response()
+}
+
+async fn release(
+    State(fake): State<Shared>,
+    headers: HeaderMap,
+    Json(req): Json<ReleaseRequest>,
+) -> Response {
     let mut fake = fake.lock().unwrap();
     if !authorized(&fake, &headers) {
         return problem(StatusCode::UNAUTHORIZED, "unknown worker token");
     }
-    let n = (req.max_tasks as usize).min(fake.queue.len());
-    let tasks: Vec<TaskAssignment> = fake.queue.drain(..n).collect();
-    fake.leased.extend(tasks.iter().map(|t| t.task_id));
-    Json(LeaseResponse { tasks, quota: None }).into_response()
+    let released: Vec<Uuid> = req
+        .tasks
+        .into_iter()
+        .filter(|id| fake.leased.remove(id))
+        .collect();
+    fake.released.extend(&released);
+    Json(ReleaseResponse { released }).into_response()
 }
 
 async fn heartbeat(
@@ -155,6 +186,7 @@ pub async fn spawn_fake(fake: Shared) -> String {
         .route("/api/v1/work/lease", post(lease))
         .route("/api/v1/work/heartbeat", post(heartbeat))
         .route("/api/v1/work/report", post(report))
+        .route("/api/v1/work/release", post(release))
         .with_state(fake);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
