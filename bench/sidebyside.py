@@ -369,22 +369,20 @@ class Coordinator:
 
     def run_job(self, spec, poll=0.01, timeout=600, on_tick=None):
         """Submit, wait until final; returns (seconds from submit to assembled result, view, count).
-        Without on_tick the end is awaited with the job view's long poll (`?wait_ms=`): the
-        answer comes as the job ends, with no polling error and no polling load."""
+        The end is awaited with the job view's long poll (`?wait_ms=`): the answer comes as the
+        job ends, with no polling error and no polling load; with on_tick, each look waits at
+        most `poll` seconds, and on_tick is called between them."""
         t0 = time.monotonic()
         job = self.api.call("POST", "/api/v1/jobs", spec)
+        wait_ms = max(1, int(poll * 1000)) if on_tick else 20_000
         while True:
             if on_tick:
                 on_tick(time.monotonic() - t0)
-                view = self.api.call("GET", f"/api/v1/jobs/{job['id']}")
-            else:
-                view = self.api.call("GET", f"/api/v1/jobs/{job['id']}?wait_ms=20000")
+            view = self.api.call("GET", f"/api/v1/jobs/{job['id']}?wait_ms={wait_ms}")
             if view["state"] in ("completed", "failed", "canceled"):
                 break
             if time.monotonic() - t0 > timeout:
                 raise RuntimeError(f"job not finished after {timeout}s: {view['units']}")
-            if on_tick:
-                time.sleep(poll)
         wall = time.monotonic() - t0
         if view["state"] != "completed":
             return wall, view, None

@@ -243,19 +243,20 @@ async fn show(
 ) -> Result<Json<JobView>, ApiError> {
     let wait = q.wait_ms.unwrap_or(0).min(MAX_JOB_WAIT_MS);
     // Subscribed before the first look, so an end announced in between is not missed.
-    let mut events = state.hub().subscribe();
+    let mut events = (wait > 0).then(|| state.hub().subscribe());
     let mut row = load(&state, &id, scope).await?;
-    if wait > 0 && !row.state.is_final() {
+    if let Some(events) = events.as_mut() {
         let give_up = tokio::time::Instant::now() + std::time::Duration::from_millis(wait);
-        while !row.state.is_final() && !state.closing() {
+        while !row.state.is_final() {
             let now = tokio::time::Instant::now();
             if now >= give_up {
                 break;
             }
             let look = give_up.min(now + JOB_WAIT_RECHECK);
             tokio::select! {
-                _ = ended(&mut events, row.id) => {}
+                _ = ended(events, row.id) => {}
                 _ = tokio::time::sleep_until(look) => {}
+                // Resolves at once when the server is already shutting down.
                 _ = state.closed() => break,
             }
             row = load(&state, &id, scope).await?;

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use sparecycles_protocol::{LeaseRequest, TaskAssignment, now_millis};
+use sparecycles_protocol::{LeaseRequest, now_millis};
 
 use super::Shared;
 use crate::backoff::Backoff;
@@ -19,9 +19,9 @@ const FLUSH_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 const STOP_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// Leases until stopped: asks for as many tasks as the buffer lacks, waits `idle_poll` when
-/// the coordinator has none, and backs off while it is unreachable. Returns the tasks of a
-/// lease answered after the stop, for the shutdown to hand back with the buffered ones.
-pub(crate) async fn lease_loop(shared: Arc<Shared>) -> Vec<TaskAssignment> {
+/// the coordinator has none, and backs off while it is unreachable. A lease answered as the
+/// stop comes is buffered too, for the shutdown to hand back with the rest.
+pub(crate) async fn lease_loop(shared: Arc<Shared>) {
     let stop = &shared.stop;
     let mut backoff = Backoff::default();
     while !stop.is_stopped() {
@@ -31,21 +31,21 @@ pub(crate) async fn lease_loop(shared: Arc<Shared>) -> Vec<TaskAssignment> {
         if shared.tasks.is_paused() {
             tokio::select! {
                 _ = shared.tasks.unpaused() => continue,
-                _ = stop.wait() => return Vec::new(),
+                _ = stop.wait() => return,
             }
         }
         let wanted = shared.tasks.wanted(now_millis());
         if wanted == 0 {
             tokio::select! {
                 _ = shared.tasks.space.notified() => continue,
-                _ = stop.wait() => return Vec::new(),
+                _ = stop.wait() => return,
             }
         }
         if shared.reports.pending() > 0 {
             // Results not yet reported hold quota room: send them first.
             tokio::select! {
                 _ = shared.reports.flush(FLUSH_WAIT) => {}
-                _ = stop.wait() => return Vec::new(),
+                _ = stop.wait() => return,
             }
         }
         let (generation, client) = shared.session.client();
@@ -62,10 +62,10 @@ pub(crate) async fn lease_loop(shared: Arc<Shared>) -> Vec<TaskAssignment> {
             _ = stop.wait() => {
                 // The coordinator may have leased tasks to this worker already: take them, so
                 // the shutdown hands them back now instead of their waiting for a deadline.
-                return match tokio::time::timeout(STOP_GRACE, lease).await {
-                    Ok(Ok(leased)) => leased.tasks,
-                    _ => Vec::new(),
-                };
+                if let Ok(Ok(leased)) = tokio::time::timeout(STOP_GRACE, lease).await {
+                    shared.tasks.add(leased.tasks);
+                }
+                return;
             }
         };
         match answer {
@@ -75,7 +75,7 @@ pub(crate) async fn lease_loop(shared: Arc<Shared>) -> Vec<TaskAssignment> {
                 // A coordinator that waited for work can be asked again at once; one that
                 // answered at once (older, or shutting down) is polled.
                 if asked.elapsed() < LEASE_WAIT / 2 && !stop.sleep(shared.config.idle_poll).await {
-                    return Vec::new();
+                    return;
                 }
             }
             Ok(leased) => {
@@ -86,19 +86,18 @@ pub(crate) async fn lease_loop(shared: Arc<Shared>) -> Vec<TaskAssignment> {
             }
             Err(ClientError::Unauthorized) => {
                 if !shared.reauthenticate(generation).await {
-                    return Vec::new();
+                    return;
                 }
             }
             Err(e) => {
                 let delay = backoff.next_delay_after(retry_after(&e));
                 tracing::warn!(error = %e, retry_in = ?delay, "lease failed; backing off");
                 if !stop.sleep(delay).await {
-                    return Vec::new();
+                    return;
                 }
             }
         }
     }
-    Vec::new()
 }
 
 /// Every task this worker still holds: buffered, computing, or with an undelivered result.

@@ -184,9 +184,8 @@ pub async fn run(
     tracing::info!("stopping: no more leases, checkpointing the running unit");
     stop_tx.stop();
     let mut buffered = shared.tasks.wind_down();
-    // Tasks of a lease answered as the stop came: returned by the loop, or buffered by it
-    // after the first look.
-    buffered.extend(lease.await.unwrap_or_default());
+    let _ = lease.await;
+    // A lease answered as the stop came was buffered after the first look.
     buffered.extend(shared.tasks.wind_down());
     let _ = heartbeat.await;
     let _ = presence.await;
