@@ -524,8 +524,12 @@ def w2(tmp):
             c.stop()
     return {"end": W2_END, "units": W2_UNITS, "rounds": rounds, "cpu": w.stats,
             "kernel_s": median([r["kernel_s"] for r in rounds]), "ours_s": median([r["ours_s"] for r in rounds]),
-            "efficiency": (median([r["kernel_s"] for r in rounds]) / median([r["ours_s"] for r in rounds])
-                           if rounds else None),
+            # Each job against the kernel run just before it: the guest's speed drifts within a
+            # run (0.73 by the ratio of the two medians against 0.93 paired in one 15-round
+            # run, issue 8), and the pairing cancels what the ratio of medians does not.
+            "efficiency": median([r["efficiency"] for r in rounds]),
+            "efficiency_of_medians": (median([r["kernel_s"] for r in rounds]) / median([r["ours_s"] for r in rounds])
+                                      if rounds else None),
             "correct": all(r["correct"] for r in rounds), "cpu_ms": w2_cpu(rounds)}
 
 
@@ -861,9 +865,10 @@ def report(res):
     if w2r:
         beff, beffn = best(pr, "w2x10_eff")
         e = w2r["efficiency"]
-        L.append(f"| W2 CPU-bound | efficiency = kernel alone ÷ job (π over [0, {w2r['end']:.0e}), {w2r['units']} "
-                 f"units; median of {len(w2r['rounds'])}) | {fmt(e, 3)} ({fmt(w2r['kernel_s'], 3)} s ÷ "
-                 f"{fmt(w2r['ours_s'], 3)} s) | {fmt(beff, 2)} ({beffn or '-'}) | "
+        L.append(f"| W2 CPU-bound | efficiency = kernel alone ÷ job, each job against the kernel run just before "
+                 f"it (π over [0, {w2r['end']:.0e}), {w2r['units']} units; median of {len(w2r['rounds'])} rounds) | "
+                 f"{fmt(e, 3)} (the medians: {fmt(w2r['kernel_s'], 3)} s ÷ {fmt(w2r['ours_s'], 3)} s = "
+                 f"{fmt(w2r.get('efficiency_of_medians'), 3)}) | {fmt(beff, 2)} ({beffn or '-'}) | "
                  f"{fmt(e / beff if beff else None, 2)}x | >= 0.97 | {verdict(e >= 0.97)} |")
     for r in res.get("w3") or []:
         bw3, bw3n = best(pr, "w3_s", higher=False)

@@ -51,10 +51,9 @@ pub async fn run(state: AppState, shutdown: impl Future<Output = ()>) {
 pub async fn pass(state: &AppState, check_deadlines: bool) -> anyhow::Result<()> {
     let store = state.store();
     // A report decided a job's last unit: its submitter is waiting, so it is assembled before
-    // the deadline checks and the marked units, which wait for nobody (issue 8: up to 0.5 ms
-    // at the end of every job). Taken before the read: a job a report completes after this
-    // wakes another pass.
-    // A failure here does not hold up the rest of the pass; the periodic pass tries again.
+    // the deadline checks and the marked units, which wait for nobody (issue 8: 0.1-0.5 ms of
+    // a job's end). Taken before the read: a job a report completes after this wakes another
+    // pass. A failure here does not hold up the rest of the pass; the periodic pass tries again.
     if state.take_job_done()
         && let Err(e) = assemble_ready(state).await
     {
