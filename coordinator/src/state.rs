@@ -70,6 +70,10 @@ struct Inner {
     job_done: std::sync::atomic::AtomicBool,
     /// Wakes leases waiting for work (new job, resumed job, tasks handed back or reissued).
     work: Notify,
+    /// Per worker with a waiting lease: wakes it when its results came in or were validated,
+    /// which frees or raises its quota. Only its own: through `work`, every idle worker's
+    /// waiting lease woke at every report of the fleet and ran a lease transaction for nothing.
+    room: Mutex<HashMap<Uuid, Arc<Notify>>>,
     /// Set at shutdown: waiting leases return at once so the server can drain.
     closing: std::sync::atomic::AtomicBool,
     /// Signaled once, at shutdown (presence lines wait on it, not on `work`: a fleet's held
@@ -92,6 +96,7 @@ impl AppState {
                 transition: Notify::new(),
                 job_done: Default::default(),
                 work: Notify::new(),
+                room: Mutex::new(HashMap::new()),
                 closing: Default::default(),
                 shutdown: Notify::new(),
                 present: Mutex::new(HashMap::new()),
@@ -156,6 +161,26 @@ impl AppState {
     /// `enable` on it before looking for work, so a signal in between is not missed.
     pub fn work_signal(&self) -> tokio::sync::futures::Notified<'_> {
         self.inner.work.notified()
+    }
+
+    /// What a lease of `worker` waits on, besides [`AppState::work_signal`], for its quota to
+    /// leave room; registered while the returned handle lives.
+    pub fn room_signal(&self, worker: Uuid) -> RoomSignal {
+        let mut room = self.inner.room.lock().unwrap_or_else(|e| e.into_inner());
+        let notify = room.entry(worker).or_default().clone();
+        RoomSignal {
+            state: self.clone(),
+            worker,
+            notify,
+        }
+    }
+
+    /// Wakes `worker`'s waiting leases: its quota may have room now.
+    pub fn room_available(&self, worker: Uuid) {
+        let room = self.inner.room.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(notify) = room.get(&worker) {
+            notify.notify_waiters();
+        }
     }
 
     /// Whether the server is shutting down.
@@ -396,4 +421,34 @@ pub async fn plan_of(
     tokio::task::spawn_blocking(move || app.plan(&params))
         .await
         .map_err(|e| ApiError::Internal(e.into()))
+}
+
+/// A worker's registration for [`AppState::room_available`]; see [`AppState::room_signal`].
+pub struct RoomSignal {
+    state: AppState,
+    worker: Uuid,
+    notify: Arc<Notify>,
+}
+
+impl RoomSignal {
+    /// Resolves at the worker's next [`AppState::room_available`]; `enable` it before looking,
+    /// as with [`AppState::work_signal`].
+    pub fn notified(&self) -> tokio::sync::futures::Notified<'_> {
+        self.notify.notified()
+    }
+}
+
+impl Drop for RoomSignal {
+    fn drop(&mut self) {
+        let mut room = self
+            .state
+            .inner
+            .room
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        // The map's reference and this one: no other lease of the worker waits.
+        if Arc::strong_count(&self.notify) <= 2 {
+            room.remove(&self.worker);
+        }
+    }
 }

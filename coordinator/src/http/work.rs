@@ -266,11 +266,18 @@ async fn lease(
     // worker's cores idle until the answer, and leasing a hundred tasks takes milliseconds.
     // The worker asks for the rest at once, while it computes.
     let mut max = wanted;
+    // Only a lease that may wait listens for its own quota's room (a registration each).
+    let room = (!wait.is_zero()).then(|| state.room_signal(worker.id));
     loop {
         // Registered before looking, so work announced while the lease runs is not missed.
         let signal = state.work_signal();
         tokio::pin!(signal);
         signal.as_mut().enable();
+        let freed = room.as_ref().map(|r| r.notified());
+        tokio::pin!(freed);
+        if let Some(freed) = freed.as_mut().as_pin_mut() {
+            freed.enable();
+        }
         let ask = LeaseAsk {
             worker: worker.id,
             owner: worker.owner.as_deref(),
@@ -292,8 +299,15 @@ async fn lease(
         }
         // Another coordinator on the same database cannot signal this one: look again now
         // and then even without a signal.
+        let freed = async {
+            match freed.as_mut().as_pin_mut() {
+                Some(freed) => freed.await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = signal => {}
+            _ = freed => {}
             _ = tokio::time::sleep(left.min(LEASE_RECHECK)) => {}
         }
         max = wanted.min(worker.cores.max(1));
@@ -690,9 +704,10 @@ async fn report(
     if recorded.job_done {
         state.job_done();
     }
-    if !recorded.decided.is_empty() {
-        // A valid result may have raised the worker's quota (as after a verdict).
-        state.work_available();
+    if !recorded.tasks.is_empty() {
+        // Its results no longer count against the worker's quota, and valid ones may have
+        // raised it: its own waiting lease may get tasks now, no other worker's.
+        state.room_available(worker.id);
     }
     Ok(Json(ReportResponse {
         accepted: recorded.tasks,

@@ -2,9 +2,11 @@
 //! jobs. Woken after reports and otherwise runs every `transition_interval`; with several
 //! coordinators on one database only the elected leader runs passes.
 
+use std::collections::HashSet;
 use std::future::Future;
 
 use sparecycles_protocol::now_millis;
+use uuid::Uuid;
 
 use crate::scheduler::assemble::assemble_job;
 use crate::scheduler::validate::{Decision, decide};
@@ -123,18 +125,24 @@ pub async fn pass(state: &AppState, check_deadlines: bool) -> anyhow::Result<()>
                 decision,
             });
         }
-        // New tasks to lease, or validated results that raise a worker's quota: either may
-        // let a waiting lease through.
-        new_work |= verdicts.iter().any(|v| match v.decision {
-            Decision::Pending { new_tasks } => new_tasks > 0,
-            Decision::Valid { .. } => true,
-            Decision::Failed { .. } => false,
-        });
+        // New tasks may let any waiting lease through; validated results raise their
+        // workers' quotas, which only those workers' leases can use.
+        new_work |= verdicts
+            .iter()
+            .any(|v| matches!(v.decision, Decision::Pending { new_tasks } if new_tasks > 0));
+        let validated: HashSet<Uuid> = verdicts
+            .iter()
+            .filter(|v| matches!(v.decision, Decision::Valid { .. }))
+            .flat_map(|v| v.task_workers.iter().map(|&(_, worker)| worker))
+            .collect();
         let decided = crate::events::Decided::of(&verdicts);
         complete |= store
             .apply_verdicts(verdicts, &state.settings().trust, now_millis())
             .await?;
         decided.publish(state);
+        for worker in validated {
+            state.room_available(worker);
+        }
         if last {
             break;
         }

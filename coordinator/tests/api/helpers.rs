@@ -531,6 +531,19 @@ impl Api {
         resp.json().await.expect("enroll response")
     }
 
+    /// Every enrolled worker, as the admin sees them.
+    pub async fn workers(&self) -> Vec<sparecycles_protocol::WorkerView> {
+        self.http
+            .get(format!("{}/api/v1/workers", self.url))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .expect("workers")
+            .json()
+            .await
+            .expect("workers' JSON")
+    }
+
     /// Leases up to `max_tasks` tasks as a worker, at once (no wait, no held tasks named).
     pub async fn lease(&self, token: &str, max_tasks: u32) -> LeaseResponse {
         let req = LeaseRequest {

@@ -1,10 +1,12 @@
 //! The worker protocol driven by hand: leases, refused reports, heartbeats.
 
+use std::time::{Duration, Instant};
+
 use serde_json::json;
 use sparecycles_protocol::work::{MAX_PRESENCE_LINES, PresenceRequest, PresenceResponse};
 use sparecycles_protocol::{
     HeartbeatRequest, HeartbeatResponse, JobState, LeaseRequest, LeaseResponse, ReportRequest,
-    ReportResponse, TaskProgress, TaskResult,
+    ReportResponse, TaskAssignment, TaskProgress, TaskResult,
 };
 use sqlx::Row;
 
@@ -293,6 +295,104 @@ async fn a_waiting_lease_gets_work_submitted_later_and_ends_at_shutdown() {
         "the coordinator waited for a waiting lease instead of ending it"
     );
     assert_eq!(waiting.await.unwrap(), 0);
+}
+
+/// A report wakes the waiting lease of the worker that sent it (its quota has room again), not
+/// every idle worker's: each of those ran a lease transaction for nothing at every report of
+/// the fleet. A lease's look shows in its worker's `last_seen`, which every look writes.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_report_wakes_its_own_worker_s_waiting_lease_only() {
+    let c = Coordinator::start();
+    let api = c.api();
+    let (alice, bob) = (api.enroll("alice").await, api.enroll("bob").await);
+    api.submit(&spec(json!({
+        "name": "room",
+        "app": "prime-count",
+        "params": {"start": 0, "end": 800, "unit_size": 100},
+        "redundancy": {"min_quorum": 1, "adaptive": false},
+    })))
+    .await;
+    // One core: a quota of six tasks, two units left over.
+    let held = api.lease(&alice.token, 10).await.tasks;
+    assert_eq!(held.len(), 6, "alice's quota");
+    let waiting = |token: &str| {
+        let (api, token) = (api.clone(), token.to_owned());
+        tokio::spawn(async move {
+            let r: LeaseResponse = api
+                .worker_call(
+                    &token,
+                    "/api/v1/work/lease",
+                    &LeaseRequest {
+                        max_tasks: 1,
+                        held: None,
+                        wait_ms: Some(20_000),
+                    },
+                )
+                .await;
+            r.tasks.len()
+        })
+    };
+    let report = |task: &TaskAssignment| {
+        let (api, token) = (api.clone(), alice.token.clone());
+        let result = TaskResult::success(task.task_id, crate::fake_worker::honest(task));
+        async move {
+            let r: ReportResponse = api
+                .worker_call(
+                    &token,
+                    "/api/v1/work/report",
+                    &ReportRequest {
+                        results: vec![result],
+                    },
+                )
+                .await;
+            assert_eq!(r.accepted.len(), 1);
+        }
+    };
+    let last_seen = || {
+        let api = api.clone();
+        async move {
+            let fleet = api.workers().await;
+            fleet
+                .iter()
+                .find(|w| w.name == "bob")
+                .expect("bob")
+                .last_seen
+        }
+    };
+
+    // Alice's lease waits on her quota; her report makes room and it gets a task at once (well
+    // within the 1 s after which a waiting lease looks again anyway).
+    let alice_waits = waiting(&alice.token);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!alice_waits.is_finished(), "leased beyond alice's quota");
+    let reported = Instant::now();
+    report(&held[0]).await;
+    assert_eq!(alice_waits.await.unwrap(), 1);
+    assert!(
+        reported.elapsed() < Duration::from_millis(800),
+        "{:?}",
+        reported.elapsed()
+    );
+
+    // Bob takes the last unit and waits for more; alice's next report does not wake him.
+    assert_eq!(api.lease(&bob.token, 10).await.tasks.len(), 1);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let before = last_seen().await;
+    let bob_waits = waiting(&bob.token);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let looked = loop {
+        let seen = last_seen().await;
+        if seen > before {
+            break seen;
+        }
+        assert!(Instant::now() < deadline, "bob's lease never looked");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    report(&held[1]).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(last_seen().await, looked, "alice's report woke bob's lease");
+    assert!(!bob_waits.is_finished());
+    bob_waits.abort();
 }
 
 /// Opens a presence line as the worker with `token`; resolves to how long it was held.

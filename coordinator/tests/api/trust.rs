@@ -9,18 +9,6 @@ use sqlx::Row;
 use crate::fake_worker::{Behavior, FakeWorker, run_until};
 use crate::helpers::{ADMIN_TOKEN, Api, Coordinator, db, naive_prime_count, spec};
 
-async fn workers(api: &Api) -> Vec<WorkerView> {
-    api.http
-        .get(format!("{}/api/v1/workers", api.url))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
 async fn all_final(api: &Api, ids: &[uuid::Uuid]) -> bool {
     for id in ids {
         if !api.job(*id).await.state.is_final() {
@@ -94,7 +82,7 @@ async fn liars_are_outvoted_and_banned() {
             "a wrong canonical result survived"
         );
     }
-    let fleet = workers(&api).await;
+    let fleet = api.workers().await;
     for w in &fleet {
         let liar =
             ["always-wrong", "random-wrong", "colluder-1", "colluder-2"].contains(&w.name.as_str());
@@ -255,7 +243,7 @@ async fn fuzzy_validation_accepts_small_differences_and_rejects_large_ones() {
     })
     .await;
     assert_eq!(api.job(job2.id).await.state, JobState::Completed);
-    let fleet = workers(&api).await;
+    let fleet = api.workers().await;
     let by = |n: &str| fleet.iter().find(|w| w.name == n).unwrap().clone();
     assert_eq!(by("jitter").invalid, 0);
     assert_eq!(by("jitter").valid, 4);
@@ -301,7 +289,7 @@ async fn credit_is_declared_work(quorum: u32) {
         .plan(&params)
         .unwrap();
     let pool = db(&c).await;
-    for w in workers(&api).await {
+    for w in api.workers().await {
         let rows =
             sqlx::query("SELECT unit_seq FROM tasks WHERE worker_id = $1 AND validation = 'valid'")
                 .bind(w.worker_id.to_string())
