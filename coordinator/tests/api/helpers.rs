@@ -554,6 +554,16 @@ impl Api {
         self.worker_call(token, "/api/v1/work/lease", &req).await
     }
 
+    /// Leases up to `max_tasks` tasks as a worker, waiting up to `wait_ms` for work to appear.
+    pub async fn lease_waiting(&self, token: &str, max_tasks: u32, wait_ms: u32) -> LeaseResponse {
+        let req = LeaseRequest {
+            max_tasks,
+            held: None,
+            wait_ms: Some(wait_ms),
+        };
+        self.worker_call(token, "/api/v1/work/lease", &req).await
+    }
+
     /// POSTs a typed body as a worker and parses a typed answer.
     pub async fn worker_call<B: serde::Serialize, R: serde::de::DeserializeOwned>(
         &self,

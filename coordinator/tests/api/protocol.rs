@@ -259,20 +259,7 @@ async fn a_waiting_lease_gets_work_submitted_later_and_ends_at_shutdown() {
     let alice = api.enroll("alice").await;
     let ask = |wait_ms| {
         let (api, token) = (api.clone(), alice.token.clone());
-        tokio::spawn(async move {
-            let r: LeaseResponse = api
-                .worker_call(
-                    &token,
-                    "/api/v1/work/lease",
-                    &LeaseRequest {
-                        max_tasks: 5,
-                        held: Some(vec![]),
-                        wait_ms: Some(wait_ms),
-                    },
-                )
-                .await;
-            r.tasks.len()
-        })
+        tokio::spawn(async move { api.lease_waiting(&token, 5, wait_ms).await.tasks.len() })
     };
     let waiting = ask(20_000);
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
@@ -317,20 +304,7 @@ async fn a_report_wakes_its_own_worker_s_waiting_lease_only() {
     assert_eq!(held.len(), 6, "alice's quota");
     let waiting = |token: &str| {
         let (api, token) = (api.clone(), token.to_owned());
-        tokio::spawn(async move {
-            let r: LeaseResponse = api
-                .worker_call(
-                    &token,
-                    "/api/v1/work/lease",
-                    &LeaseRequest {
-                        max_tasks: 1,
-                        held: None,
-                        wait_ms: Some(20_000),
-                    },
-                )
-                .await;
-            r.tasks.len()
-        })
+        tokio::spawn(async move { api.lease_waiting(&token, 1, 20_000).await.tasks.len() })
     };
     let report = |task: &TaskAssignment| {
         let (api, token) = (api.clone(), alice.token.clone());
