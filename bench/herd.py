@@ -8,8 +8,6 @@ the idle fleet costs the coordinator while work goes on elsewhere.
     python3 bench/herd.py /tmp/coordinator-a target/release/coordinator
     HERD_IDLE=500 HERD_JOBS=10 python3 bench/herd.py A B      # defaults: 200 idle, 12 jobs
 """
-import http.client
-import json
 import os
 import shutil
 import statistics
@@ -24,30 +22,15 @@ import sidebyside as S  # noqa: E402
 END, UNITS = 2_000_000_000, 200
 
 
-def call(port, path, body, token=None, timeout=60):
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    headers = {"content-type": "application/json"}
-    if token:
-        headers["authorization"] = f"Bearer {token}"
-    try:
-        conn.request("POST", path, body=json.dumps(body), headers=headers)
-        resp = conn.getresponse()
-        return resp.status, resp.read()
-    finally:
-        conn.close()
-
-
 def idle_worker(port, i, stop):
     """Enrolls a one-core worker of an app no job uses and keeps a waiting lease open."""
-    status, data = call(port, "/api/v1/workers/enroll",
-                        {"name": f"idle-{i}", "cores": 1, "os": "linux", "arch": "x86_64", "apps": ["mandelbrot"]})
-    if status != 201:
-        raise RuntimeError(f"enroll: {status} {data[:200]!r}")
-    token = json.loads(data)["token"]
+    enrolled = S.Api(port).call("POST", "/api/v1/workers/enroll", {
+        "name": f"idle-{i}", "cores": 1, "os": "linux", "arch": "x86_64", "apps": ["mandelbrot"]})
+    api = S.Api(port, token=enrolled["token"])
     while not stop.is_set():
         try:
-            call(port, "/api/v1/work/lease", {"max_tasks": 1, "wait_ms": 5000}, token, timeout=30)
-        except OSError:
+            api.call("POST", "/api/v1/work/lease", {"max_tasks": 1, "wait_ms": 5000})
+        except (OSError, RuntimeError):
             time.sleep(0.1)
 
 

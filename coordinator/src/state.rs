@@ -175,11 +175,13 @@ impl AppState {
         }
     }
 
-    /// Wakes `worker`'s waiting leases: its quota may have room now.
-    pub fn room_available(&self, worker: Uuid) {
+    /// Wakes these workers' waiting leases: their quotas may have room now.
+    pub fn room_available(&self, workers: impl IntoIterator<Item = Uuid>) {
         let room = self.inner.room.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(notify) = room.get(&worker) {
-            notify.notify_waiters();
+        for worker in workers {
+            if let Some(notify) = room.get(&worker) {
+                notify.notify_waiters();
+            }
         }
     }
 

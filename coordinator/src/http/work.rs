@@ -707,7 +707,7 @@ async fn report(
     if !recorded.tasks.is_empty() {
         // Its results no longer count against the worker's quota, and valid ones may have
         // raised it: its own waiting lease may get tasks now, no other worker's.
-        state.room_available(worker.id);
+        state.room_available([worker.id]);
     }
     Ok(Json(ReportResponse {
         accepted: recorded.tasks,

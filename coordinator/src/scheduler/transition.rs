@@ -2,7 +2,6 @@
 //! jobs. Woken after reports and otherwise runs every `transition_interval`; with several
 //! coordinators on one database only the elected leader runs passes.
 
-use std::collections::HashSet;
 use std::future::Future;
 
 use sparecycles_protocol::now_millis;
@@ -130,7 +129,7 @@ pub async fn pass(state: &AppState, check_deadlines: bool) -> anyhow::Result<()>
         new_work |= verdicts
             .iter()
             .any(|v| matches!(v.decision, Decision::Pending { new_tasks } if new_tasks > 0));
-        let validated: HashSet<Uuid> = verdicts
+        let validated: Vec<Uuid> = verdicts
             .iter()
             .filter(|v| matches!(v.decision, Decision::Valid { .. }))
             .flat_map(|v| v.task_workers.iter().map(|&(_, worker)| worker))
@@ -140,9 +139,7 @@ pub async fn pass(state: &AppState, check_deadlines: bool) -> anyhow::Result<()>
             .apply_verdicts(verdicts, &state.settings().trust, now_millis())
             .await?;
         decided.publish(state);
-        for worker in validated {
-            state.room_available(worker);
-        }
+        state.room_available(validated);
         if last {
             break;
         }
