@@ -138,4 +138,19 @@ async fn decisive_results_decide_their_units_when_nothing_else_is_pending() {
             .any(|x| x.id == one.id && x.state == JobState::Running)
     );
     store.close().await;
+    // The decisive results are marked valid (by the write that recorded them); the late one,
+    // left to the transitioner, is not yet.
+    let db = rusqlite::Connection::open(dir.path().join("sparecycles.db")).unwrap();
+    let validation = |task: uuid::Uuid| -> String {
+        db.query_row(
+            "SELECT validation FROM tasks WHERE id = ?1",
+            [task.to_string()],
+            |r| r.get(0),
+        )
+        .unwrap()
+    };
+    assert_eq!(validation(first[0].task_id), "pending");
+    for task in [rest[0].task_id, rest[1].task_id, t[0].task_id] {
+        assert_eq!(validation(task), "valid");
+    }
 }

@@ -160,7 +160,11 @@ impl Op {
                 now,
                 ..
             } => Ok(Done::Decided(super::verdicts::apply(
-                conn, verdicts, policy, *now,
+                conn,
+                verdicts,
+                policy,
+                *now,
+                super::verdicts::Marked::No,
             )?)),
             Op::CreateJob { job, now, .. } => {
                 super::writes::insert_job(conn, job, *now)?;

@@ -38,11 +38,20 @@ fn bump_jobs(
     Ok(complete)
 }
 
+/// Whether the valid tasks of the verdicts were already marked valid: a report's decisive
+/// results are, by the write that recorded them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Marked {
+    Yes,
+    No,
+}
+
 pub(super) fn apply(
     conn: &Connection,
     verdicts: &[UnitVerdict],
     policy: &TrustPolicy,
     now: Millis,
+    marked: Marked,
 ) -> StoreResult<bool> {
     let mut clear: Vec<(String, i64)> = Vec::new();
     let mut new_tasks: Vec<(String, String, i64, usize)> = Vec::new();
@@ -118,11 +127,12 @@ pub(super) fn apply(
         for unit in &effects.units {
             stmt.execute([unit.to_string()])?;
         }
+        let valid = match marked {
+            Marked::Yes => Vec::new(),
+            Marked::No => effects.valid_tasks,
+        };
         let mut stmt = conn.prepare_cached("UPDATE tasks SET validation = ?1 WHERE id = ?2")?;
-        for (ids, verdict) in [
-            (effects.valid_tasks, "valid"),
-            (effects.invalid_tasks, "invalid"),
-        ] {
+        for (ids, verdict) in [(valid, "valid"), (effects.invalid_tasks, "invalid")] {
             for id in &ids {
                 stmt.execute(params![verdict, id.to_string()])?;
             }

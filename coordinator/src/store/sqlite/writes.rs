@@ -29,9 +29,12 @@ pub(super) fn record_results(
     // statement journal, which a report's results as one JSON array cost, issue 8). The last
     // column, looked up only for decisive results (?7): 0 when the unit has a change waiting
     // for the transitioner, else 1, or 2 for an adaptive unit never replicated (decided on one
-    // worker's word: solo).
+    // worker's word: solo). A result that decides its unit (?7, no change waiting) is marked
+    // valid in the same write: the verdict below then need not write the row a second time.
     let mut stmt = conn.prepare_cached(
-        "UPDATE tasks SET state = ?1, output = ?2, error = ?3, reported_at = ?4 \
+        "UPDATE tasks SET state = ?1, output = ?2, error = ?3, reported_at = ?4, \
+         validation = CASE WHEN ?7 AND (SELECT u.dirty = 0 FROM units u \
+          WHERE u.id = tasks.unit_id) THEN 'valid' ELSE validation END \
          WHERE id = ?5 AND worker_id = ?6 AND state IN ('leased', 'timed_out') \
          AND EXISTS (SELECT 1 FROM units u WHERE u.id = tasks.unit_id AND u.state = 'open') \
          RETURNING unit_id, job_id, unit_seq, \
@@ -125,7 +128,8 @@ pub(super) fn record_results(
             *out.decided.entry(v.job_id).or_default() += 1;
             out.valid += v.task_workers.len() as u64;
         }
-        out.job_done = super::verdicts::apply(conn, &verdicts, policy, now)?;
+        out.job_done =
+            super::verdicts::apply(conn, &verdicts, policy, now, super::verdicts::Marked::Yes)?;
     }
     Ok(out)
 }
