@@ -119,6 +119,47 @@ contract!(
     lease_gives_one_replica_per_unit_and_creates_units_lazily
 );
 
+/// Quorum 1: a lease past the created units creates the next batch and takes its first units,
+/// in order, as a lease of already created ones would; the rest of the batch stays unsent for
+/// the next lease, and results of either kind are taken.
+async fn a_lease_past_the_created_units_takes_the_new_ones_in_order(f: Fresh) {
+    let s = f.store.as_ref();
+    let j = job(s, 10, 2, redundancy(1, false), NOW).await;
+    let w = worker(s, None, 20, NOW).await;
+    let first = lease(s, w, 5, NOW).await;
+    let seqs: Vec<u64> = first.iter().map(|t| t.unit_seq).collect();
+    assert_eq!(seqs, [0, 1, 2, 3, 4]);
+    assert!(first.iter().all(|t| t.job_id == j.id && t.deadline > NOW));
+    let row = s.job(j.id).await.unwrap().unwrap();
+    // Two at submission, then a batch for the rest of the lease (of the harness's four units).
+    assert!(row.units_created >= 5 && row.units_created < 10);
+    assert_eq!(row.tasks_created, row.units_created);
+    let targets = s
+        .report_targets(&first.iter().map(|t| t.task_id).collect::<Vec<_>>())
+        .await
+        .unwrap();
+    assert!(
+        targets
+            .iter()
+            .all(|t| t.task_state == "leased" && t.worker_id == Some(w) && t.unit_open)
+    );
+    let next = lease(s, w, 20, NOW + 1).await;
+    let seqs: Vec<u64> = next.iter().map(|t| t.unit_seq).collect();
+    assert_eq!(seqs, [5, 6, 7, 8, 9]);
+    let all: Vec<(Uuid, Outcome)> = first
+        .iter()
+        .chain(&next)
+        .map(|t| (t.task_id, success(t.unit_seq)))
+        .collect();
+    assert_eq!(record(s, w, all, NOW + 2).await.len(), 10);
+    let row = s.job(j.id).await.unwrap().unwrap();
+    assert_eq!((row.units_created, row.tasks_created), (10, 10));
+}
+contract!(
+    lease_past_created_units,
+    a_lease_past_the_created_units_takes_the_new_ones_in_order
+);
+
 async fn lease_respects_quota_bans_and_owners(f: Fresh) {
     let s = f.store.as_ref();
     let mut r = redundancy(2, false);

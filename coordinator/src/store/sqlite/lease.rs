@@ -5,7 +5,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use sparecycles_protocol::Millis;
 use uuid::Uuid;
 
-use super::writes::{insert_tasks, materialize};
+use super::writes::{Direct, insert_tasks, materialize};
 use super::{id_list, parse_uuid};
 use crate::store::{LeaseAsk, LeasedTask, StoreResult};
 
@@ -251,10 +251,21 @@ pub(super) fn lease(
         let unit_count = job.unit_count as u64;
         let created = job.units_created as u64;
         if (got.len() as u32) < want && created < unit_count {
-            // The frontier reached the end of the created units: create the next batch.
+            // The frontier reached the end of the created units: create the next batch. A job
+            // of one task per unit has no unsent task left before it, so the first new units'
+            // tasks are the ones this lease takes: written leased (see `Direct`).
             let n = ask.batch_units.max(want as u64).min(unit_count - created);
-            materialize(conn, id, created, n, target, adaptive, now)?;
-            got.extend(take(want - got.len() as u32)?);
+            let direct = matches!(pick, Pick::Singles).then_some(Direct {
+                worker: &worker,
+                count: want - got.len() as u32,
+                deadline,
+            });
+            got.extend(materialize(
+                conn, id, created, n, target, adaptive, now, direct,
+            )?);
+            if (got.len() as u32) < want {
+                got.extend(take(want - got.len() as u32)?);
+            }
         }
         if adaptive {
             replicate(conn, id, &got, ask, target, now)?;

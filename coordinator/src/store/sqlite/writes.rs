@@ -11,7 +11,7 @@ use super::group::JobEnd;
 use super::{parse_uuid, trust};
 use crate::scheduler::trust::TrustPolicy;
 use crate::scheduler::validate::Decision;
-use crate::store::{NewJob, Outcome, Recorded, StoreResult, UnitVerdict};
+use crate::store::{LeasedTask, NewJob, Outcome, Recorded, StoreResult, UnitVerdict};
 
 /// Records a report's results, inside the caller's transaction. A decisive result decides its
 /// unit here when the unit has no change waiting for the transitioner (`dirty = 0`), with the
@@ -137,7 +137,9 @@ pub(super) fn record_results(
 /// Creates the next `n` units of a job with `target` unsent tasks each; adaptive jobs start
 /// each unit with one task and replicate it when an untrusted worker leases it. One prepared
 /// insert per row: on the writer's own thread a step costs a few microseconds, with no
-/// hand-off per statement.
+/// hand-off per statement. With `lease`, the first units' single tasks are written already
+/// leased (see [`Direct`]) and returned.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn materialize(
     conn: &Connection,
     job: &str,
@@ -146,26 +148,61 @@ pub(super) fn materialize(
     target: u32,
     adaptive: bool,
     now: Millis,
-) -> StoreResult<()> {
+    lease: Option<Direct<'_>>,
+) -> StoreResult<Vec<LeasedTask>> {
     let target = if adaptive { 1 } else { target };
     if n == 0 {
-        return Ok(());
+        return Ok(Vec::new());
     }
-    let units: Vec<(String, i64)> = (from_seq..from_seq + n)
-        .map(|seq| (Uuid::now_v7().to_string(), seq as i64))
+    let job_id = parse_uuid(job, "job_id")?;
+    let units: Vec<(Uuid, String, i64)> = (from_seq..from_seq + n)
+        .map(|seq| {
+            let id = Uuid::now_v7();
+            (id, id.to_string(), seq as i64)
+        })
         .collect();
     let mut insert = conn.prepare_cached(
         "INSERT INTO units (id, job_id, seq, state, replicated) VALUES (?1, ?2, ?3, 'open', ?4)",
     )?;
-    for (id, seq) in &units {
+    for (_, id, seq) in &units {
         insert.execute(params![id, job, seq, !adaptive])?;
+    }
+    // Only a unit of one task can have it leased at birth: it is the task the lease would take.
+    let direct = lease
+        .filter(|_| target == 1)
+        .map_or(0, |l| (l.count as usize).min(units.len()));
+    let mut leased = Vec::with_capacity(direct);
+    if let Some(l) = lease.filter(|_| direct > 0) {
+        let mut insert = conn.prepare_cached(
+            "INSERT INTO tasks (id, job_id, unit_id, unit_seq, state, worker_id, created_at, \
+             leased_at, deadline) VALUES (?1, ?2, ?3, ?4, 'leased', ?5, ?6, ?6, ?7)",
+        )?;
+        for (unit_id, unit, seq) in &units[..direct] {
+            let task_id = Uuid::now_v7();
+            insert.execute(params![
+                task_id.to_string(),
+                job,
+                unit,
+                seq,
+                l.worker,
+                now,
+                l.deadline
+            ])?;
+            leased.push(LeasedTask {
+                task_id,
+                job_id,
+                unit_id: *unit_id,
+                unit_seq: *seq as u64,
+                deadline: l.deadline,
+            });
+        }
     }
     insert_tasks(
         conn,
         job,
-        units
+        units[direct..]
             .iter()
-            .flat_map(|(id, seq)| std::iter::repeat_n((id.as_str(), *seq), target as usize)),
+            .flat_map(|(_, id, seq)| std::iter::repeat_n((id.as_str(), *seq), target as usize)),
         now,
     )?;
     conn.prepare_cached(
@@ -173,7 +210,18 @@ pub(super) fn materialize(
          updated_at = ?3 WHERE id = ?4",
     )?
     .execute(params![n as i64, (n * target as u64) as i64, now, job])?;
-    Ok(())
+    Ok(leased)
+}
+
+/// New units' tasks leased as they are written: a lease that reached the end of the created
+/// units takes the first new ones, and writing them unsent to update them at once cost each an
+/// extra row write and two index changes (issue 8, W2: most of a job's units come this way).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Direct<'a> {
+    pub worker: &'a str,
+    /// How many of the new units' tasks (the first ones) to lease.
+    pub count: u32,
+    pub deadline: Millis,
 }
 
 pub(super) fn insert_tasks<'a>(
@@ -226,7 +274,9 @@ pub(super) fn insert_job(conn: &Connection, job: &NewJob, now: Millis) -> StoreR
         job.redundancy.target_results,
         job.redundancy.adaptive,
         now,
-    )
+        None,
+    )?;
+    Ok(())
 }
 
 /// Stores a job's result and completes it, or fails it, inside the caller's transaction; a job
