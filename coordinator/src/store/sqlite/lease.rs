@@ -5,7 +5,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use sparecycles_protocol::Millis;
 use uuid::Uuid;
 
-use super::writes::{Direct, insert_tasks, materialize};
+use super::writes::{Batch, Direct, insert_tasks, materialize};
 use super::{id_list, parse_uuid};
 use crate::store::{LeaseAsk, LeasedTask, StoreResult};
 
@@ -260,9 +260,14 @@ pub(super) fn lease(
                 count: want - got.len() as u32,
                 deadline,
             });
-            got.extend(materialize(
-                conn, id, created, n, target, adaptive, now, direct,
-            )?);
+            let batch = Batch {
+                job: id,
+                from_seq: created,
+                n,
+                target,
+                adaptive,
+            };
+            got.extend(materialize(conn, batch, now, direct)?);
             if (got.len() as u32) < want {
                 got.extend(take(want - got.len() as u32)?);
             }

@@ -139,17 +139,19 @@ pub(super) fn record_results(
 /// insert per row: on the writer's own thread a step costs a few microseconds, with no
 /// hand-off per statement. With `lease`, the first units' single tasks are written already
 /// leased (see [`Direct`]) and returned.
-#[allow(clippy::too_many_arguments)]
 pub(super) fn materialize(
     conn: &Connection,
-    job: &str,
-    from_seq: u64,
-    n: u64,
-    target: u32,
-    adaptive: bool,
+    batch: Batch<'_>,
     now: Millis,
     lease: Option<Direct<'_>>,
 ) -> StoreResult<Vec<LeasedTask>> {
+    let Batch {
+        job,
+        from_seq,
+        n,
+        target,
+        adaptive,
+    } = batch;
     let target = if adaptive { 1 } else { target };
     if n == 0 {
         return Ok(Vec::new());
@@ -213,6 +215,17 @@ pub(super) fn materialize(
     Ok(leased)
 }
 
+/// The next units of a job to create, with its redundancy.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Batch<'a> {
+    pub job: &'a str,
+    pub from_seq: u64,
+    pub n: u64,
+    /// Tasks per unit (adaptive jobs start with one whatever it says).
+    pub target: u32,
+    pub adaptive: bool,
+}
+
 /// New units' tasks leased as they are written: a lease that reached the end of the created
 /// units takes the first new ones, and writing them unsent to update them at once cost each an
 /// extra row write and two index changes (issue 8, W2: most of a job's units come this way).
@@ -266,16 +279,14 @@ pub(super) fn insert_job(conn: &Connection, job: &NewJob, now: Millis) -> StoreR
         job.redundancy.distinct_owners,
         job.owner.map(|o| o.to_string()),
     ])?;
-    materialize(
-        conn,
-        &id,
-        0,
-        job.initial_units.min(job.unit_count),
-        job.redundancy.target_results,
-        job.redundancy.adaptive,
-        now,
-        None,
-    )?;
+    let batch = Batch {
+        job: &id,
+        from_seq: 0,
+        n: job.initial_units.min(job.unit_count),
+        target: job.redundancy.target_results,
+        adaptive: job.redundancy.adaptive,
+    };
+    materialize(conn, batch, now, None)?;
     Ok(())
 }
 
