@@ -3,7 +3,7 @@
 //! and the OpenAPI document and its page are served.
 
 use serde_json::{Value, json};
-use sparecycles_protocol::{LeaseResponse, ReportRequest, ReportResponse, TaskResult};
+use sparecycles_protocol::{LeaseResponse, ReportResponse, TaskResult};
 use sqlx::Row;
 
 use crate::helpers::{ADMIN_TOKEN, Coordinator, db, problem_detail, send, spec};
@@ -164,15 +164,12 @@ async fn an_output_larger_than_its_app_allows_is_a_task_error_and_is_not_stored(
     let lease: LeaseResponse = api.lease(&w.token, 1).await;
     let task = lease.tasks[0].task_id;
     let r: ReportResponse = api
-        .worker_call(
+        .report(
             &w.token,
-            "/api/v1/work/report",
-            &ReportRequest {
-                results: vec![TaskResult::success(
-                    task,
-                    json!({"count": 15, "padding": "p".repeat(100_000)}),
-                )],
-            },
+            vec![TaskResult::success(
+                task,
+                json!({"count": 15, "padding": "p".repeat(100_000)}),
+            )],
         )
         .await;
     // Taken, as the worker's error: it counts against the worker, the output is dropped.

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use sparecycles_protocol::{
     EnrollRequest, EnrollResponse, ErrorBody, JobSpec, JobView, LeaseRequest, LeaseResponse,
+    ReportRequest, ReportResponse, TaskResult,
 };
 use uuid::Uuid;
 
@@ -562,6 +563,12 @@ impl Api {
             wait_ms: Some(wait_ms),
         };
         self.worker_call(token, "/api/v1/work/lease", &req).await
+    }
+
+    /// Reports results as a worker and returns the coordinator's answer (accepted, refused).
+    pub async fn report(&self, token: &str, results: Vec<TaskResult>) -> ReportResponse {
+        self.worker_call(token, "/api/v1/work/report", &ReportRequest { results })
+            .await
     }
 
     /// POSTs a typed body as a worker and parses a typed answer.

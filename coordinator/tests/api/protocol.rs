@@ -5,8 +5,8 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use sparecycles_protocol::work::{MAX_PRESENCE_LINES, PresenceRequest, PresenceResponse};
 use sparecycles_protocol::{
-    HeartbeatRequest, HeartbeatResponse, JobState, LeaseRequest, LeaseResponse, ReportRequest,
-    ReportResponse, TaskAssignment, TaskProgress, TaskResult,
+    HeartbeatRequest, HeartbeatResponse, JobState, LeaseRequest, LeaseResponse, ReportResponse,
+    TaskAssignment, TaskProgress, TaskResult,
 };
 use sqlx::Row;
 
@@ -56,12 +56,9 @@ async fn duplicate_and_foreign_reports_change_nothing() {
     // Mallory reports Alice's task: refused, nothing changes.
     let before = snapshot(&c).await;
     let r: ReportResponse = api
-        .worker_call(
+        .report(
             &mallory.token,
-            "/api/v1/work/report",
-            &ReportRequest {
-                results: vec![TaskResult::success(task, json!({"count": 15}))],
-            },
+            vec![TaskResult::success(task, json!({"count": 15}))],
         )
         .await;
     assert!(r.accepted.is_empty());
@@ -71,12 +68,9 @@ async fn duplicate_and_foreign_reports_change_nothing() {
 
     // Alice reports it: accepted.
     let r: ReportResponse = api
-        .worker_call(
+        .report(
             &alice.token,
-            "/api/v1/work/report",
-            &ReportRequest {
-                results: vec![TaskResult::success(task, json!({"count": 15}))],
-            },
+            vec![TaskResult::success(task, json!({"count": 15}))],
         )
         .await;
     assert_eq!(r.accepted, vec![task]);
@@ -84,12 +78,9 @@ async fn duplicate_and_foreign_reports_change_nothing() {
     // Reported again (even with another answer): refused, nothing changes.
     let before = snapshot(&c).await;
     let r: ReportResponse = api
-        .worker_call(
+        .report(
             &alice.token,
-            "/api/v1/work/report",
-            &ReportRequest {
-                results: vec![TaskResult::success(task, json!({"count": 99}))],
-            },
+            vec![TaskResult::success(task, json!({"count": 99}))],
         )
         .await;
     assert!(r.accepted.is_empty());
@@ -106,15 +97,12 @@ async fn duplicate_and_foreign_reports_change_nothing() {
     assert_eq!(lease_m.tasks.len(), 1);
     assert_eq!(lease_m.tasks[0].unit_seq, 0);
     let r: ReportResponse = api
-        .worker_call(
+        .report(
             &mallory.token,
-            "/api/v1/work/report",
-            &ReportRequest {
-                results: vec![TaskResult::success(
-                    lease_m.tasks[0].task_id,
-                    json!({"count": 15}),
-                )],
-            },
+            vec![TaskResult::success(
+                lease_m.tasks[0].task_id,
+                json!({"count": 15}),
+            )],
         )
         .await;
     assert_eq!(r.accepted.len(), 1);
@@ -144,16 +132,13 @@ async fn duplicate_and_foreign_reports_change_nothing() {
 
     // A result with both output and error is refused.
     let r: ReportResponse = api
-        .worker_call(
+        .report(
             &alice.token,
-            "/api/v1/work/report",
-            &ReportRequest {
-                results: vec![TaskResult {
-                    task_id: lease.tasks[1].task_id,
-                    output: Some(json!({"count": 10})),
-                    error: Some("x".into()),
-                }],
-            },
+            vec![TaskResult {
+                task_id: lease.tasks[1].task_id,
+                output: Some(json!({"count": 10})),
+                error: Some("x".into()),
+            }],
         )
         .await;
     assert!(r.refused[0].reason.contains("exactly one"));
@@ -310,15 +295,7 @@ async fn a_report_wakes_its_own_worker_s_waiting_lease_only() {
         let (api, token) = (api.clone(), alice.token.clone());
         let result = TaskResult::success(task.task_id, crate::fake_worker::honest(task));
         async move {
-            let r: ReportResponse = api
-                .worker_call(
-                    &token,
-                    "/api/v1/work/report",
-                    &ReportRequest {
-                        results: vec![result],
-                    },
-                )
-                .await;
+            let r: ReportResponse = api.report(&token, vec![result]).await;
             assert_eq!(r.accepted.len(), 1);
         }
     };

@@ -156,7 +156,6 @@ pub(super) fn materialize(
     if n == 0 {
         return Ok(Vec::new());
     }
-    let job_id = parse_uuid(job, "job_id")?;
     let units: Vec<(Uuid, String, i64)> = (from_seq..from_seq + n)
         .map(|seq| {
             let id = Uuid::now_v7();
@@ -175,6 +174,7 @@ pub(super) fn materialize(
         .map_or(0, |l| (l.count as usize).min(units.len()));
     let mut leased = Vec::with_capacity(direct);
     if let Some(l) = lease.filter(|_| direct > 0) {
+        let job_id = parse_uuid(job, "job_id")?;
         let mut insert = conn.prepare_cached(
             "INSERT INTO tasks (id, job_id, unit_id, unit_seq, state, worker_id, created_at, \
              leased_at, deadline) VALUES (?1, ?2, ?3, ?4, 'leased', ?5, ?6, ?6, ?7)",
